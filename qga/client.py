@@ -1,0 +1,552 @@
+"""``qga-client``: a host-side client for the QEMU guest agent protocol.
+
+Connects to the host end of the agent channel (the UNIX socket of QEMU's
+virtserialport chardev, or an agent's own ``unix-listen`` socket), performs
+the ``0xFF`` + ``guest-sync-delimited`` handshake, then runs one command.
+
+Every wait is bounded: libvirt's documentation warns that agent commands can
+block forever; this client never does.  Each request carries a fresh ``id``
+and replies are matched by it, so a stale reply left in the channel by an
+earlier (timed-out) client is skipped instead of being taken as ours.
+
+Standard library only; usable as a library through :class:`AgentClient`.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import select
+import socket
+import sys
+import time
+from typing import Any, BinaryIO, Dict, List, Optional, Sequence
+
+__all__ = [
+    "AgentClient",
+    "ClientError",
+    "AgentError",
+    "AgentTimeout",
+    "AgentDisconnected",
+    "main",
+]
+
+DEFAULT_TIMEOUT = 5.0  # seconds; libvirt's guest-sync wait (QEMU_AGENT_WAIT_TIME)
+CHUNK = 1024 * 1024  # bytes per guest-file-read/-write: replies stay well under 10 MiB
+MAX_LINE = 128 * 1024 * 1024  # a guest-file-read of 48 MiB is ~64 MiB of base64
+
+# Exit statuses of the command line tool.
+EXIT_OK = 0
+EXIT_AGENT_ERROR = 1  # the agent answered with an error object
+EXIT_USAGE = 2  # argparse's own convention
+EXIT_UNREACHABLE = 3  # cannot connect, no answer in time, or disconnected
+EXIT_EXEC_TIMEOUT = 124  # as timeout(1): the guest command is still running
+
+
+class ClientError(Exception):
+    """Base class of everything :class:`AgentClient` raises."""
+
+
+class AgentError(ClientError):
+    """The agent answered ``{"error": {"class": ..., "desc": ...}}``."""
+
+    def __init__(self, cls: str, desc: str) -> None:
+        super().__init__(f"{cls}: {desc}")
+        self.cls = cls
+        self.desc = desc
+
+
+class AgentTimeout(ClientError):
+    """No (complete) reply arrived within the timeout."""
+
+
+class AgentDisconnected(ClientError):
+    """The socket could not be connected, or the peer closed it."""
+
+
+class AgentClient:
+    """A synchronous, timeout-bounded guest agent client.
+
+    >>> with AgentClient("/run/qga.sock", timeout=5) as agent:   # doctest: +SKIP
+    ...     agent.execute("guest-ping")
+    {}
+    """
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._sock: Optional[socket.socket] = None
+        self._buf = bytearray()
+        self._synced = False
+        # Random ids so replies meant for another client (virtio channels do
+        # not see host-side reconnects) cannot be mistaken for ours.
+        self._rng = random.Random()
+        self._next_id = self._rng.randrange(1, 1 << 31)
+
+    # -- connection ----------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect to the socket (bounded by the timeout); idempotent."""
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except socket.timeout:
+            sock.close()
+            raise AgentTimeout(f"connecting to {self.path}: timed out after {self.timeout:g}s") from None
+        except OSError as exc:
+            sock.close()
+            raise AgentDisconnected(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        self._sock = sock
+        self._buf.clear()
+        self._synced = False
+
+    def close(self) -> None:
+        """Close the connection (safe to call twice)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._synced = False
+
+    def __enter__(self) -> "AgentClient":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- low-level I/O with deadlines ------------------------------------------------
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    def _remaining(self, deadline: float, what: str) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            # The channel may now hold a late reply: force a re-sync next time.
+            self._synced = False
+            raise AgentTimeout(f"{what}: no reply from the agent within the timeout")
+        return left
+
+    def send_raw(self, data: bytes, deadline: Optional[float] = None) -> None:
+        """Write ``data`` completely before ``deadline`` (an agent that stops
+        reading would otherwise block ``sendall`` forever once buffers fill)."""
+        self.connect()
+        assert self._sock is not None
+        if deadline is None:
+            deadline = self._deadline(None)
+        view = memoryview(data)
+        while view:
+            left = self._remaining(deadline, "sending request")
+            _, writable, _ = select.select([], [self._sock], [], left)
+            if not writable:
+                continue  # _remaining raises on the next round
+            try:
+                sent = self._sock.send(view[:65536])
+            except (BlockingIOError, InterruptedError, socket.timeout):
+                continue
+            except OSError as exc:
+                self.close()
+                raise AgentDisconnected(f"sending to {self.path}: {exc.strerror or exc}") from None
+            view = view[sent:]
+
+    def _fill(self, deadline: float, what: str) -> None:
+        """Read at least one more chunk into the buffer, or raise."""
+        assert self._sock is not None
+        left = self._remaining(deadline, what)
+        readable, _, _ = select.select([self._sock], [], [], left)
+        if not readable:
+            self._remaining(deadline, what)  # raises AgentTimeout
+            return
+        try:
+            data = self._sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError, socket.timeout):
+            return
+        except OSError as exc:
+            self.close()
+            raise AgentDisconnected(f"reading from {self.path}: {exc.strerror or exc}") from None
+        if not data:
+            self.close()
+            raise AgentDisconnected(f"{what}: the agent closed the connection")
+        self._buf += data
+        if len(self._buf) > MAX_LINE:
+            self.close()
+            raise ClientError(f"{what}: reply larger than {MAX_LINE} bytes")
+
+    def read_line(self, deadline: float, what: str = "reading reply") -> bytes:
+        """Next ``\\n``-terminated line without the newline and any leading 0xFF.
+
+        Replies are one JSON object per line; only the reply to
+        guest-sync-delimited starts with a raw 0xFF byte.
+        """
+        self.connect()
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line.lstrip(b"\xff").rstrip(b"\r")
+            self._fill(deadline, what)
+
+    # -- protocol ---------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id = (self._next_id + 1) % (1 << 53) or 1
+        return self._next_id
+
+    def sync(self, timeout: Optional[float] = None) -> int:
+        """Flush the channel and resynchronise: 0xFF + guest-sync-delimited.
+
+        The 0xFF byte resets the agent's parser (discarding any partial request
+        an earlier client left behind); the agent answers it with one parse
+        error, which is discarded along with any stale replies, because we skip
+        everything up to the first 0xFF the agent sends back: that byte only
+        ever prefixes a guest-sync-delimited reply.  Stale delimited replies of
+        earlier clients are ruled out by checking the (random) id.
+        """
+        self.connect()
+        deadline = self._deadline(timeout)
+        sync_id = self._rng.randrange(1, 1 << 53)
+        request = {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
+        self.send_raw(b"\xff" + json.dumps(request).encode() + b"\n", deadline)
+        while True:
+            # Discard bytes up to and including the next 0xFF.
+            while True:
+                idx = self._buf.find(b"\xff")
+                if idx >= 0:
+                    del self._buf[: idx + 1]
+                    break
+                self._buf.clear()
+                self._fill(deadline, "guest-sync-delimited")
+            line = self.read_line(deadline, "guest-sync-delimited")
+            reply = _parse_object(line)
+            if reply is not None and reply.get("return") == sync_id:
+                self._synced = True
+                return sync_id
+            if reply is not None and "error" in reply and reply.get("id") is None and _is_sync_error(reply):
+                # e.g. the agent rejected our sync request itself: report it.
+                err = reply["error"]
+                raise AgentError(str(err.get("class", "?")), str(err.get("desc", "")))
+            # Otherwise an earlier client's delimited reply: keep looking.
+
+    def execute(self, name: str, args: Optional[Dict[str, Any]] = None,
+                timeout: Optional[float] = None) -> Any:
+        """Run one command and return its ``return`` value.
+
+        Raises :class:`AgentError` on an error reply, :class:`AgentTimeout`
+        when no reply arrives within ``timeout`` (default: the client's), and
+        :class:`AgentDisconnected` if the connection drops.
+        """
+        reply = self._request(name, args, timeout, expect_reply=True)
+        assert reply is not None
+        return reply
+
+    def execute_no_reply(self, name: str, args: Optional[Dict[str, Any]] = None,
+                         wait: float = 1.0) -> None:
+        """Run a command that sends no reply on success (guest-shutdown,
+        guest-suspend-*): wait ``wait`` seconds for an error reply only.
+
+        A closed connection counts as success (the guest may already be
+        going down).
+        """
+        self._request(name, args, wait, expect_reply=False)
+
+    def _request(self, name: str, args: Optional[Dict[str, Any]], timeout: Optional[float],
+                 expect_reply: bool) -> Any:
+        if not self._synced:
+            self.sync()
+        deadline = self._deadline(timeout)
+        req_id = self._new_id()
+        request: Dict[str, Any] = {"execute": name}
+        if args:
+            request["arguments"] = args
+        request["id"] = req_id
+        self.send_raw(json.dumps(request).encode() + b"\n", deadline)
+        while True:
+            try:
+                line = self.read_line(deadline, name)
+            except AgentTimeout:
+                if expect_reply:
+                    raise
+                # Silence is success for no-reply commands; the channel is
+                # still in sync because nothing is pending.
+                self._synced = True
+                return None
+            except AgentDisconnected:
+                if expect_reply:
+                    raise
+                return None
+            reply = _parse_object(line)
+            if reply is None or reply.get("id") != req_id:
+                continue  # stale or unrelated reply
+            if "error" in reply:
+                err = reply["error"] if isinstance(reply["error"], dict) else {}
+                raise AgentError(str(err.get("class", "GenericError")), str(err.get("desc", "")))
+            if "return" not in reply:
+                raise ClientError(f"{name}: reply has neither 'return' nor 'error': {line[:200]!r}")
+            return reply["return"]
+
+    def raw(self, text: str, timeout: Optional[float] = None) -> bytes:
+        """Send ``text`` verbatim and return the next reply line (no 0xFF)."""
+        if not self._synced:
+            self.sync()
+        deadline = self._deadline(timeout)
+        data = text.encode()
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        self.send_raw(data, deadline)
+        return self.read_line(deadline, "raw request")
+
+    # -- higher-level helpers ------------------------------------------------------
+
+    def read_file(self, path: str, out: BinaryIO, chunk: int = CHUNK) -> int:
+        """Copy guest file ``path`` to ``out``; return the number of bytes."""
+        handle = self.execute("guest-file-open", {"path": path, "mode": "r"})
+        total = 0
+        try:
+            while True:
+                res = self.execute("guest-file-read", {"handle": handle, "count": chunk})
+                data = base64.b64decode(res.get("buf-b64", ""))
+                out.write(data)
+                total += len(data)
+                # count 0 without eof happens on non-blocking pipes: stop
+                # rather than spin.
+                if res.get("eof") or not data:
+                    break
+        finally:
+            self.execute("guest-file-close", {"handle": handle})
+        return total
+
+    def write_file(self, src: BinaryIO, path: str, chunk: int = CHUNK) -> int:
+        """Copy ``src`` into guest file ``path`` (created/truncated); return bytes."""
+        handle = self.execute("guest-file-open", {"path": path, "mode": "wb"})
+        total = 0
+        try:
+            while True:
+                data = src.read(chunk)
+                if not data:
+                    break
+                res = self.execute("guest-file-write",
+                                   {"handle": handle, "buf-b64": base64.b64encode(data).decode()})
+                if res.get("count") != len(data):
+                    raise ClientError(f"short write to {path}: {res.get('count')} of {len(data)} bytes")
+                total += len(data)
+        finally:
+            self.execute("guest-file-close", {"handle": handle})
+        return total
+
+    def run(self, argv: Sequence[str], wait: Optional[float] = None,
+            poll_max: float = 0.5) -> Dict[str, Any]:
+        """guest-exec with captured output; poll guest-exec-status until exited.
+
+        ``wait`` bounds the whole run (``None``: no bound on the child, but
+        every single request is still bounded by the client timeout).  Raises
+        :class:`AgentTimeout` if the child has not exited in time.
+        """
+        if not argv:
+            raise ValueError("empty command")
+        args: Dict[str, Any] = {"path": argv[0], "capture-output": True}
+        if len(argv) > 1:
+            args["arg"] = list(argv[1:])
+        pid = self.execute("guest-exec", args)["pid"]
+        end = None if wait is None else time.monotonic() + wait
+        delay = 0.01
+        while True:
+            status = self.execute("guest-exec-status", {"pid": pid})
+            if status.get("exited"):
+                status["pid"] = pid
+                return status
+            if end is not None and time.monotonic() + delay > end:
+                raise AgentTimeout(f"guest process {pid} still running after {wait:g}s")
+            time.sleep(delay)
+            delay = min(delay * 2, poll_max)
+
+
+def _parse_object(line: bytes) -> Optional[Dict[str, Any]]:
+    """The JSON object on ``line``, or ``None`` if it is not one."""
+    try:
+        value = json.loads(line.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_sync_error(reply: Dict[str, Any]) -> bool:
+    """True for an error about guest-sync-delimited itself, not the 0xFF byte.
+
+    The 0xFF we send always yields a ``JSON parse error`` reply; that one is
+    expected and discarded.
+    """
+    err = reply.get("error")
+    if not isinstance(err, dict):
+        return False
+    desc = str(err.get("desc", ""))
+    return not desc.startswith("JSON parse error")
+
+
+# -- command line ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qga-client`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="qga-client",
+        description="Talk to a QEMU guest agent (qemu-ga or qemu-ga-py) through the host-side "
+                    "UNIX socket of its channel.",
+        epilog="Exit status: 0 success, 1 the agent returned an error, 2 usage, "
+               "3 agent unreachable or no reply in time; exec exits with the guest "
+               "command's status (128+N if killed by signal N, 124 if --timeout hit).",
+    )
+    parser.add_argument("-s", "--socket", default=os.environ.get("QGA_SOCKET"),
+                        help="host-side UNIX socket of the agent channel (default: $QGA_SOCKET)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECS",
+                        help="maximum wait for each reply, including the handshake (default: %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="print results as JSON instead of plain text")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("ping", help="guest-ping: check the agent answers")
+    sub.add_parser("info", help="guest-info: version and supported commands")
+    sub.add_parser("osinfo", help="guest-get-osinfo")
+    fs = sub.add_parser("fsfreeze", help="guest-fsfreeze-freeze/-thaw/-status")
+    fs.add_argument("action", choices=["freeze", "thaw", "status"])
+    ex = sub.add_parser("exec", help="run a command in the guest and print its output",
+                        usage="qga-client exec [--timeout SECS] -- CMD [ARG ...]")
+    ex.add_argument("--timeout", dest="exec_timeout", type=float, default=60.0, metavar="SECS",
+                    help="give up waiting for the command after SECS (0: wait forever; "
+                         "default: %(default)s); the command keeps running in the guest")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
+    cat = sub.add_parser("cat", help="print a guest file to stdout")
+    cat.add_argument("path")
+    put = sub.add_parser("put", help="copy a local file into the guest ('-' reads stdin)")
+    put.add_argument("local")
+    put.add_argument("remote")
+    sd = sub.add_parser("shutdown", help="guest-shutdown (no reply is expected on success)")
+    sd.add_argument("--mode", choices=["powerdown", "halt", "reboot"], default="powerdown")
+    raw = sub.add_parser("raw", help="send a JSON request verbatim and print the reply line")
+    raw.add_argument("request", help="e.g. '{\"execute\":\"guest-ping\"}'")
+    return parser
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _run_command(agent: AgentClient, opts: argparse.Namespace) -> int:
+    cmd = opts.command
+    if cmd == "ping":
+        agent.execute("guest-ping")
+        if opts.json:
+            _print_json({})
+        return EXIT_OK
+    if cmd == "info":
+        info = agent.execute("guest-info")
+        if opts.json:
+            _print_json(info)
+            return EXIT_OK
+        print(f"version: {info.get('version')}")
+        for entry in sorted(info.get("supported_commands", []), key=lambda e: e.get("name", "")):
+            flags: List[str] = []
+            if not entry.get("enabled", True):
+                flags.append("disabled")
+            if not entry.get("success-response", True):
+                flags.append("no-reply")
+            print(entry.get("name") + (f" ({', '.join(flags)})" if flags else ""))
+        return EXIT_OK
+    if cmd == "osinfo":
+        osinfo = agent.execute("guest-get-osinfo")
+        if opts.json:
+            _print_json(osinfo)
+        else:
+            for key in sorted(osinfo):
+                print(f"{key}: {osinfo[key]}")
+        return EXIT_OK
+    if cmd == "fsfreeze":
+        name = {"freeze": "guest-fsfreeze-freeze", "thaw": "guest-fsfreeze-thaw",
+                "status": "guest-fsfreeze-status"}[opts.action]
+        result = agent.execute(name)
+        _print_json(result) if opts.json else print(result)
+        return EXIT_OK
+    if cmd == "exec":
+        argv = list(opts.argv)
+        if argv and argv[0] == "--":
+            argv = argv[1:]
+        if not argv:
+            print("qga-client: exec: missing command (use: exec -- CMD ARGS...)", file=sys.stderr)
+            return EXIT_USAGE
+        wait = opts.exec_timeout if opts.exec_timeout and opts.exec_timeout > 0 else None
+        try:
+            status = agent.run(argv, wait=wait)
+        except AgentTimeout as exc:
+            print(f"qga-client: exec: {exc}", file=sys.stderr)
+            return EXIT_EXEC_TIMEOUT
+        if opts.json:
+            _print_json(status)
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(base64.b64decode(status.get("out-data", "")))
+            sys.stdout.buffer.flush()
+            sys.stderr.buffer.write(base64.b64decode(status.get("err-data", "")))
+            sys.stderr.buffer.flush()
+        for stream in ("out", "err"):
+            if status.get(f"{stream}-truncated"):
+                print(f"qga-client: exec: std{stream} was truncated by the agent", file=sys.stderr)
+        if "signal" in status:
+            return 128 + int(status["signal"])
+        return int(status.get("exitcode", 0)) & 0xFF
+    if cmd == "cat":
+        sys.stdout.flush()
+        agent.read_file(opts.path, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    if cmd == "put":
+        if opts.local == "-":
+            agent.write_file(sys.stdin.buffer, opts.remote)
+        else:
+            with open(opts.local, "rb") as src:
+                agent.write_file(src, opts.remote)
+        return EXIT_OK
+    if cmd == "shutdown":
+        agent.execute_no_reply("guest-shutdown", {"mode": opts.mode}, wait=min(2.0, opts.timeout))
+        return EXIT_OK
+    if cmd == "raw":
+        line = agent.raw(opts.request)
+        sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+        reply = _parse_object(line)
+        return EXIT_AGENT_ERROR if reply is None or "error" in reply else EXIT_OK
+    raise AssertionError(cmd)  # argparse restricts the choices
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``qga-client``; returns the exit status."""
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if not opts.socket:
+        parser.error("no socket given: use -s/--socket PATH or set $QGA_SOCKET")
+    if opts.timeout <= 0:
+        parser.error("--timeout must be positive")
+    agent = AgentClient(opts.socket, timeout=opts.timeout)
+    try:
+        with agent:
+            return _run_command(agent, opts)
+    except AgentError as exc:
+        print(f"qga-client: error: {exc.desc} ({exc.cls})", file=sys.stderr)
+        return EXIT_AGENT_ERROR
+    except (AgentTimeout, AgentDisconnected) as exc:
+        print(f"qga-client: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ClientError as exc:
+        print(f"qga-client: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except OSError as exc:  # local files for put, broken stdout pipe, ...
+        print(f"qga-client: {exc}", file=sys.stderr)
+        return EXIT_AGENT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""A small selectors-based event loop (asyncio costs start-up time and memory).
+
+One thread owns the loop; the command worker hands results back with
+:meth:`Loop.call_soon_threadsafe`.  Signals arrive through
+``signal.set_wakeup_fd`` and are dispatched on the loop thread, so handlers
+never run inside a signal frame.  Children registered with
+:meth:`Loop.add_child_handler` are reaped on SIGCHLD with ``waitpid(pid,
+WNOHANG)``; other children (helpers run with ``subprocess.run``) are left to
+their owners.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[..., Any]
+
+
+class Timer:
+    """A pending :meth:`Loop.call_later` callback."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback: Callback, args: Tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the callback."""
+        self.cancelled = True
+
+
+class Loop:
+    """Readers, writers, timers, thread-safe callbacks, signals and children."""
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._timers: List[Tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._pending: Deque[Tuple[Callback, Tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, (self._on_wakeup, None))
+        self._signals: Dict[int, Callback] = {}
+        self._children: Dict[int, Callback] = {}
+        self._running = False
+        self._thread_id: Optional[int] = None
+
+    # -- file descriptors -------------------------------------------------
+    def _update(self, fd: int, reader: Optional[Callback], writer: Optional[Callback]) -> None:
+        mask = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        try:
+            key = self._sel.get_key(fd)
+        except KeyError:
+            if mask:
+                self._sel.register(fd, mask, (reader, writer))
+            return
+        if mask:
+            self._sel.modify(fd, mask, (reader, writer))
+        else:
+            self._sel.unregister(key.fd)
+
+    def _callbacks(self, fd: int) -> Tuple[Optional[Callback], Optional[Callback]]:
+        try:
+            return self._sel.get_key(fd).data
+        except KeyError:
+            return None, None
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        """Call ``callback()`` whenever ``fd`` is readable (or hung up)."""
+        self._update(fd, callback, self._callbacks(fd)[1])
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching ``fd`` for input."""
+        self._update(fd, None, self._callbacks(fd)[1])
+
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        """Call ``callback()`` whenever ``fd`` is writable."""
+        self._update(fd, self._callbacks(fd)[0], callback)
+
+    def remove_writer(self, fd: int) -> None:
+        """Stop watching ``fd`` for writability."""
+        self._update(fd, self._callbacks(fd)[0], None)
+
+    # -- time ---------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callback, *args: Any) -> Timer:
+        """Run ``callback(*args)`` on the loop after ``delay`` seconds (loop thread only)."""
+        timer = Timer(time.monotonic() + delay, callback, args)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callback, *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread; callable from any thread."""
+        with self._lock:
+            self._pending.append((callback, args))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is already awake
+
+    def in_loop_thread(self) -> bool:
+        """True on the thread running the loop."""
+        return self._thread_id == threading.get_ident()
+
+    # -- signals and children -------------------------------------------------
+    def add_signal_handler(self, signum: int, callback: Callback) -> None:
+        """Run ``callback(signum)`` on the loop when the signal arrives."""
+        self._signals[signum] = callback
+        signal.signal(signum, lambda *_: None)  # the wakeup fd carries the number
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def add_child_handler(self, pid: int, callback: Callable[[int, int], Any]) -> None:
+        """Reap ``pid`` when it exits and call ``callback(pid, wait_status)``."""
+        if signal.SIGCHLD not in self._signals:
+            self.add_signal_handler(signal.SIGCHLD, lambda _: self._reap())
+        self._children[pid] = callback
+        self.call_soon_threadsafe(self._reap)  # it may have exited already
+
+    def _reap(self) -> None:
+        for pid in list(self._children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self._run(self._children.pop(pid), (pid, status))
+
+    def _on_wakeup(self) -> None:
+        try:
+            data = os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            data = b""
+        for byte in set(data):
+            if byte and byte in self._signals:
+                self._run(self._signals[byte], (byte,))
+
+    # -- running --------------------------------------------------------------
+    @staticmethod
+    def _run(callback: Callback, args: Tuple[Any, ...]) -> None:
+        try:
+            callback(*args)
+        except Exception:  # a callback bug must never stop the agent
+            log.exception("unexpected error in event loop callback %r", callback)
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current iteration."""
+        self._running = False
+
+    def run(self) -> None:
+        """Run until :meth:`stop`."""
+        self._running = True
+        self._thread_id = threading.get_ident()
+        while self._running:
+            timeout: Optional[float] = None
+            if self._pending:
+                timeout = 0
+            elif self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            for key, mask in self._sel.select(timeout):
+                reader, writer = key.data
+                if mask & selectors.EVENT_READ and reader:
+                    self._run(reader, ())
+                if mask & selectors.EVENT_WRITE and writer:
+                    # The reader may have unregistered this fd meanwhile.
+                    if self._callbacks(key.fd)[1] is writer:
+                        self._run(writer, ())
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                timer = heapq.heappop(self._timers)[2]
+                if not timer.cancelled:
+                    self._run(timer.callback, timer.args)
+            while self._pending:
+                with self._lock:
+                    callback, args = self._pending.popleft()
+                self._run(callback, args)
+
+    def close(self) -> None:
+        """Release the loop's own descriptors."""
+        if signal.SIGCHLD in self._signals or self._signals:
+            signal.set_wakeup_fd(-1)
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
