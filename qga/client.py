@@ -214,24 +214,36 @@ class AgentClient:
         request = {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
         self.send_raw(b"\xff" + json.dumps(request).encode() + b"\n", deadline)
         while True:
-            # Discard bytes up to and including the next 0xFF.
-            while True:
-                idx = self._buf.find(b"\xff")
-                if idx >= 0:
-                    del self._buf[: idx + 1]
-                    break
-                self._buf.clear()
-                self._fill(deadline, "guest-sync-delimited")
+            self._skip_to_delimiter(deadline)
             line = self.read_line(deadline, "guest-sync-delimited")
             reply = _parse_object(line)
             if reply is not None and reply.get("return") == sync_id:
                 self._synced = True
                 return sync_id
-            if reply is not None and "error" in reply and reply.get("id") is None and _is_sync_error(reply):
-                # e.g. the agent rejected our sync request itself: report it.
-                err = reply["error"]
-                raise AgentError(str(err.get("class", "?")), str(err.get("desc", "")))
             # Otherwise an earlier client's delimited reply: keep looking.
+
+    def _skip_to_delimiter(self, deadline: float) -> None:
+        """Discard input up to and including the next 0xFF byte.
+
+        Complete lines met on the way are stale replies or the parse error
+        our own 0xFF provokes, except an error about guest-sync-delimited
+        itself (e.g. it is blocked): that one is never delimited, so report
+        it instead of waiting for the timeout.
+        """
+        while True:
+            idx = self._buf.find(b"\xff")
+            nl = self._buf.find(b"\n")
+            if nl >= 0 and (idx < 0 or nl < idx):
+                reply = _parse_object(bytes(self._buf[:nl]))
+                del self._buf[: nl + 1]
+                err = reply.get("error") if reply is not None else None
+                if isinstance(err, dict) and "guest-sync-delimited" in str(err.get("desc", "")):
+                    raise AgentError(str(err.get("class", "GenericError")), str(err.get("desc", "")))
+                continue
+            if idx >= 0:
+                del self._buf[: idx + 1]
+                return
+            self._fill(deadline, "guest-sync-delimited")
 
     def execute(self, name: str, args: Optional[Dict[str, Any]] = None,
                 timeout: Optional[float] = None) -> Any:
@@ -375,19 +387,6 @@ def _parse_object(line: bytes) -> Optional[Dict[str, Any]]:
     return value if isinstance(value, dict) else None
 
 
-def _is_sync_error(reply: Dict[str, Any]) -> bool:
-    """True for an error about guest-sync-delimited itself, not the 0xFF byte.
-
-    The 0xFF we send always yields a ``JSON parse error`` reply; that one is
-    expected and discarded.
-    """
-    err = reply.get("error")
-    if not isinstance(err, dict):
-        return False
-    desc = str(err.get("desc", ""))
-    return not desc.startswith("JSON parse error")
-
-
 # -- command line ---------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,7 +467,10 @@ def _run_command(agent: AgentClient, opts: argparse.Namespace) -> int:
         name = {"freeze": "guest-fsfreeze-freeze", "thaw": "guest-fsfreeze-thaw",
                 "status": "guest-fsfreeze-status"}[opts.action]
         result = agent.execute(name)
-        _print_json(result) if opts.json else print(result)
+        if opts.json:
+            _print_json(result)
+        else:
+            print(result)
         return EXIT_OK
     if cmd == "exec":
         argv = list(opts.argv)
@@ -541,7 +543,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ClientError as exc:
         print(f"qga-client: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except OSError as exc:  # local files for put, broken stdout pipe, ...
+    except BrokenPipeError:
+        # `qga-client info | head`: stop quietly, as coreutils do; point
+        # stdout at /dev/null so the interpreter's final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE
+    except OSError as exc:  # local files for put, ...
         print(f"qga-client: {exc}", file=sys.stderr)
         return EXIT_AGENT_ERROR
     except KeyboardInterrupt:

@@ -1,0 +1,188 @@
+"""Effective configuration: defaults < config file < command line.
+
+The file is qemu-ga's: ``/etc/qemu/qemu-ga.conf`` (or ``$QGA_CONF``, or
+``-c``), group ``[general]``, the same keys, lists separated by ``,`` that
+accumulate with the command line.  Our extensions are extra keys in the same
+group (qemu-ga ignores keys it does not know, so one file serves both).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional
+
+from qga import keyfile
+
+DEFAULT_CONFIG_PATH = "/etc/qemu/qemu-ga.conf"
+DEFAULT_FSFREEZE_HOOK = "/etc/qemu/fsfreeze-hook"
+DEFAULT_PATHS = {
+    "virtio-serial": "/dev/virtio-ports/org.qemu.guest_agent.0",
+    "isa-serial": "/dev/ttyS0",
+}
+METHODS = ("virtio-serial", "isa-serial", "unix-listen", "vsock-listen")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is printed and the agent exits 1."""
+
+
+@dataclass
+class Config:
+    """Every setting, qemu-ga's first, then qemu-ga-py's extensions."""
+
+    daemon: bool = False
+    method: str = "virtio-serial"
+    path: Optional[str] = None
+    logfile: Optional[str] = None
+    pidfile: str = "/var/run/qemu-ga.pid"
+    fsfreeze_hook: Optional[str] = None
+    statedir: str = "/var/run"
+    verbose: bool = False
+    retry_path: bool = False
+    block_rpcs: List[str] = field(default_factory=list)
+    allow_rpcs: Optional[List[str]] = None
+    # --- extensions ---------------------------------------------------------
+    #: Command groups disabled as a whole (see qga.registry.GROUPS).
+    block_groups: List[str] = field(default_factory=list)
+    #: Seconds after which a freeze is undone by the agent itself; 0 = never.
+    fsfreeze_timeout: float = 0.0
+    #: What SIGTERM does while frozen: "thaw" (then exit) or "ignore" (qemu-ga).
+    frozen_sigterm: str = "thaw"
+    #: Default per-command deadline in seconds (freeze/thaw have none).
+    command_timeout: float = 60.0
+    #: Interface name globs hidden from guest-network-get-interfaces.
+    interface_exclude: List[str] = field(default_factory=list)
+    #: guest-file-open refuses to follow a final symlink.
+    file_nofollow: bool = False
+    #: Caps that turn resource exhaustion into clear errors.
+    max_file_handles: int = 1024
+    max_exec_records: int = 1024
+    max_concurrent_execs: int = 128
+    pidfile_given: bool = field(default=False, repr=False)
+
+    def effective_path(self) -> Optional[str]:
+        """``path`` or the method's default (unix/vsock have none)."""
+        return self.path or DEFAULT_PATHS.get(self.method)
+
+
+def _as_list(value: str) -> List[str]:
+    return [item for item in value.split(",") if item]
+
+
+def _as_float(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise keyfile.KeyFileError(
+            f"Key file contains key “{key}” which has a value that cannot be interpreted.") from None
+
+
+def _as_int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise keyfile.KeyFileError(
+            f"Key file contains key “{key}” which has a value that cannot be interpreted.") from None
+
+
+_STR: Callable[[str, str], Any] = lambda _k, v: v
+_BOOL = keyfile.parse_bool
+_LIST: Callable[[str, str], Any] = lambda _k, v: _as_list(v)
+
+#: Config-file keys: converter, and whether the value accumulates (lists).
+KEYS: Dict[str, Callable[[str, str], Any]] = {
+    "daemon": _BOOL, "method": _STR, "path": _STR, "logfile": _STR, "pidfile": _STR,
+    "fsfreeze-hook": _STR, "statedir": _STR, "verbose": _BOOL, "retry-path": _BOOL,
+    "block-rpcs": _LIST, "allow-rpcs": _LIST,
+    "block-groups": _LIST, "fsfreeze-timeout": _as_float, "frozen-sigterm": _STR,
+    "command-timeout": _as_float, "interface-exclude": _LIST, "file-nofollow": _BOOL,
+    "max-file-handles": _as_int, "max-exec-records": _as_int, "max-concurrent-execs": _as_int,
+}
+LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "interface-exclude"})
+
+
+def config_path(cli_path: Optional[str]) -> "tuple[str, bool]":
+    """The file to read and whether it was named explicitly (missing is then fatal)."""
+    if cli_path:
+        return cli_path, True
+    env = os.environ.get("QGA_CONF")
+    return (env, False) if env else (DEFAULT_CONFIG_PATH, False)
+
+
+def apply(config: Config, key: str, value: Any) -> None:
+    """Set one setting by its config-file key; lists accumulate."""
+    attr = key.replace("-", "_")
+    if key in LIST_KEYS:
+        current = getattr(config, attr)
+        setattr(config, attr, (current or []) + list(value))
+    else:
+        setattr(config, attr, value)
+    if key == "pidfile":
+        config.pidfile_given = True
+
+
+def load_file(config: Config, path: str, explicit: bool) -> None:
+    """Apply the ``[general]`` group of the key file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"error loading configuration from path: {path}, "
+                              f"No such file or directory") from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"error loading configuration from path: {path}, {exc.strerror}") from None
+    try:
+        general = keyfile.parse(raw.decode("utf-8")).get("general", {})
+        for key, value in general.items():
+            if key in KEYS:
+                apply(config, key, KEYS[key](key, value))
+    except (keyfile.KeyFileError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"error loading configuration from path: {path}, {exc}") from None
+
+
+def validate(config: Config) -> None:
+    """Checks qemu-ga makes before opening the channel, and our own."""
+    if config.method not in METHODS:
+        raise ConfigError(f"unsupported channel method/type: {config.method}")
+    if not config.effective_path():
+        raise ConfigError("must specify a path for this channel")
+    if config.frozen_sigterm not in ("thaw", "ignore"):
+        raise ConfigError(f"invalid frozen-sigterm value '{config.frozen_sigterm}' (thaw|ignore)")
+    if config.fsfreeze_timeout < 0 or config.command_timeout <= 0:
+        raise ConfigError("timeouts must be positive")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(reversed(value))  # qemu-ga prepends as it parses
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def dump(config: Config) -> str:
+    """``-D``: the effective configuration as a key file, qemu-ga's layout first."""
+    general: Dict[str, str] = {
+        "daemon": _fmt(config.daemon), "method": config.method,
+        "path": config.effective_path() or "",
+    }
+    if config.logfile:
+        general["logfile"] = config.logfile
+    general["pidfile"] = config.pidfile
+    if config.fsfreeze_hook:
+        general["fsfreeze-hook"] = config.fsfreeze_hook
+    general.update({
+        "statedir": config.statedir, "verbose": _fmt(config.verbose),
+        "retry-path": _fmt(config.retry_path), "block-rpcs": _fmt(config.block_rpcs),
+        "allow-rpcs": _fmt(config.allow_rpcs or []),
+    })
+    skip = {"daemon", "method", "path", "logfile", "pidfile", "fsfreeze_hook", "statedir",
+            "verbose", "retry_path", "block_rpcs", "allow_rpcs", "pidfile_given"}
+    for f in fields(config):
+        if f.name not in skip:
+            general[f.name.replace("_", "-")] = _fmt(getattr(config, f.name))
+    return keyfile.dump({"general": general})

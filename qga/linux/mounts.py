@@ -1,0 +1,101 @@
+"""The mount list qemu-ga works on (freeze, thaw, fstrim, fsinfo).
+
+Read from ``/proc/self/mountinfo`` (falling back to ``/proc/self/mounts``):
+only block-device filesystems (non-zero major), btrfs through its source
+device, octal escapes decoded, and (QEMU 10.0+) later mounts of an already
+seen device dropped, so bind mounts are not frozen twice.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import List, Optional, Set, Tuple
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One entry of the mount list."""
+
+    dirname: str
+    devtype: str
+    devmajor: int
+    devminor: int
+    source: str
+
+
+def decode_octal(text: str) -> str:
+    """Undo the kernel's ``\\040``-style escaping of mount fields."""
+    if "\\" not in text:
+        return text
+    raw = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
+    # The escapes encode bytes; re-decode them as the file-system encoding.
+    return os.fsdecode(raw.encode("latin-1", "surrogateescape"))
+
+
+def _block_dev_of(source: str) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    if not stat.S_ISBLK(st.st_mode):
+        return None
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def _keep(devtype: str, major: int, minor: int, source: str) -> Optional[Tuple[int, int]]:
+    if major == 0:
+        if devtype != "btrfs":
+            return None
+        return _block_dev_of(source)
+    return major, minor
+
+
+def parse_mountinfo(text: str) -> List[Mount]:
+    """Mounts from mountinfo text, in mount order, filtered and deduplicated."""
+    mounts: List[Mount] = []
+    seen: Set[Tuple[int, int]] = set()
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            major_s, minor_s = fields[2].split(":")
+            dirname, devtype, source = fields[4], fields[sep + 1], fields[sep + 2]
+            dev = _keep(devtype, int(major_s), int(minor_s), decode_octal(source))
+        except (ValueError, IndexError):
+            continue
+        if dev is None or dev in seen:
+            continue
+        seen.add(dev)
+        mounts.append(Mount(decode_octal(dirname), devtype, dev[0], dev[1], decode_octal(source)))
+    return mounts
+
+
+def parse_mounts(text: str) -> List[Mount]:
+    """The ``/proc/self/mounts`` fallback: device numbers from stat of the source."""
+    mounts: List[Mount] = []
+    seen: Set[Tuple[int, int]] = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        source, dirname, devtype = (decode_octal(f) for f in fields[:3])
+        dev = _block_dev_of(source)
+        if dev is None or dev in seen:
+            continue
+        seen.add(dev)
+        mounts.append(Mount(dirname, devtype, dev[0], dev[1], source))
+    return mounts
+
+
+def list_mounts(mountinfo: str = "/proc/self/mountinfo", mounts: str = "/proc/self/mounts") -> List[Mount]:
+    """The mount list in mount order; raises OSError when neither file is readable."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            return parse_mountinfo(f.read())
+    except OSError:
+        with open(mounts, encoding="utf-8", errors="surrogateescape") as f:
+            return parse_mounts(f.read())
