@@ -122,20 +122,29 @@ class Loop:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def add_child_handler(self, pid: int, callback: Callable[[int, int], Any]) -> None:
-        """Reap ``pid`` when it exits and call ``callback(pid, wait_status)``."""
-        if signal.SIGCHLD not in self._signals:
-            self.add_signal_handler(signal.SIGCHLD, lambda _: self._reap())
-        self._children[pid] = callback
-        self.call_soon_threadsafe(self._reap)  # it may have exited already
+        """Reap ``pid`` when it exits and call ``callback(pid, wait_status)``.
 
-    def _reap(self) -> None:
-        for pid in list(self._children):
+        Callable from any thread.  The agent routes SIGCHLD to
+        :meth:`reap_children` at start-up (signal handlers can only be set
+        from the main thread).
+        """
+        with self._lock:
+            self._children[pid] = callback
+        self.call_soon_threadsafe(self.reap_children)  # it may have exited already
+
+    def reap_children(self) -> None:
+        """Reap every watched child that has exited (loop thread)."""
+        with self._lock:
+            pids = list(self._children)
+        for pid in pids:
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 done, status = pid, 0
             if done:
-                self._run(self._children.pop(pid), (pid, status))
+                with self._lock:
+                    callback = self._children.pop(pid)
+                self._run(callback, (pid, status))
 
     def _on_wakeup(self) -> None:
         try:
@@ -188,7 +197,7 @@ class Loop:
 
     def close(self) -> None:
         """Release the loop's own descriptors."""
-        if signal.SIGCHLD in self._signals or self._signals:
+        if self._signals:
             signal.set_wakeup_fd(-1)
         self._sel.close()
         os.close(self._wake_r)
