@@ -473,12 +473,7 @@ def _run_command(agent: AgentClient, opts: argparse.Namespace) -> int:
             print(result)
         return EXIT_OK
     if cmd == "exec":
-        argv = list(opts.argv)
-        if argv and argv[0] == "--":
-            argv = argv[1:]
-        if not argv:
-            print("qga-client: exec: missing command (use: exec -- CMD ARGS...)", file=sys.stderr)
-            return EXIT_USAGE
+        argv = opts.argv
         wait = opts.exec_timeout if opts.exec_timeout and opts.exec_timeout > 0 else None
         try:
             status = agent.run(argv, wait=wait)
@@ -530,6 +525,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("no socket given: use -s/--socket PATH or set $QGA_SOCKET")
     if opts.timeout <= 0:
         parser.error("--timeout must be positive")
+    if opts.command == "exec":
+        # argparse.REMAINDER keeps a leading "--" (version-dependent): drop it.
+        if opts.argv and opts.argv[0] == "--":
+            opts.argv = opts.argv[1:]
+        if not opts.argv:
+            parser.error("exec: missing command (use: exec [--timeout SECS] -- CMD [ARG ...])")
     agent = AgentClient(opts.socket, timeout=opts.timeout)
     try:
         with agent:
