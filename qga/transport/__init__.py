@@ -1,0 +1,54 @@
+"""Channels between the host and the agent, chosen by ``-m``."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable, Optional, Tuple
+
+from qga.loop import Loop
+from qga.transport.base import Transport
+from qga.transport.chardev import IsaSerial, VirtioSerial
+from qga.transport.listen import UnixListen, VsockListen
+
+_CLASSES = {
+    "virtio-serial": VirtioSerial,
+    "isa-serial": IsaSerial,
+    "unix-listen": UnixListen,
+    "vsock-listen": VsockListen,
+}
+
+
+class ActivationError(Exception):
+    """Socket activation handed us something we cannot use."""
+
+
+def socket_activation() -> Optional[Tuple[str, int]]:
+    """(method, fd) when systemd passed a listening socket (LISTEN_PID/LISTEN_FDS)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or "LISTEN_FDS" not in os.environ:
+        return None
+    if os.environ["LISTEN_FDS"] != "1":
+        raise ActivationError("qemu-ga only supports listening on one socket")
+    fd = 3
+    family = _family(fd)
+    if family == socket.AF_UNIX:
+        return "unix-listen", fd
+    if family == getattr(socket, "AF_VSOCK", -1):
+        return "vsock-listen", fd
+    raise ActivationError("unsupported listen fd type")
+
+
+def _family(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.family
+    finally:
+        sock.detach()
+
+
+def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[bytes], None],
+                   on_error: Callable[[str], None], listen_fd: Optional[int] = None) -> Transport:
+    """The transport for ``-m method``; call ``open()`` on it."""
+    cls = _CLASSES[method]
+    if listen_fd is not None:
+        return cls(loop, path, on_data, on_error, listen_fd=listen_fd)  # type: ignore[call-arg]
+    return cls(loop, path, on_data, on_error)

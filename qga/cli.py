@@ -1,0 +1,151 @@
+"""Command line: qemu-ga's options, then qemu-ga-py's extensions.
+
+Option processing follows qemu-ga 10.2: ``-c`` (or ``$QGA_CONF``) names the
+config file, which is applied first; command-line options override it, and
+the RPC lists accumulate.  Errors print a clear message and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, List, Optional
+
+from qga import QEMU_VERSION, __version__
+from qga.config import (DEFAULT_CONFIG_PATH, DEFAULT_FSFREEZE_HOOK, METHODS, Config, ConfigError,
+                        apply, config_path, dump, load_file, validate)
+
+
+class CliError(Exception):
+    """A bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        raise CliError(message)
+
+
+def _csv(value: str) -> List[str]:
+    return [item for item in value.split(",") if item]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options, shared by ``--help`` and the qemu-ga-py(8) man page."""
+    p = _Parser(prog="qemu-ga-py", add_help=False, argument_default=argparse.SUPPRESS,
+                description="QEMU Guest Agent (Python implementation), compatible with "
+                            f"qemu-ga {QEMU_VERSION}.")
+    q = p.add_argument_group("qemu-ga options")
+    q.add_argument("-m", "--method", metavar="METHOD",
+                   help="transport method: one of " + ", ".join(METHODS) + " (default: virtio-serial)")
+    q.add_argument("-p", "--path", metavar="PATH",
+                   help="device/socket path (virtio-serial: /dev/virtio-ports/org.qemu.guest_agent.0, "
+                        "isa-serial: /dev/ttyS0; unix-listen needs a path; vsock-listen takes CID:PORT)")
+    q.add_argument("-l", "--logfile", metavar="PATH", help="set logfile path (default: stderr or the journal)")
+    q.add_argument("-f", "--pidfile", metavar="PATH", help="specify pidfile (default: /var/run/qemu-ga.pid)")
+    q.add_argument("-F", "--fsfreeze-hook", metavar="PATH", nargs="?", const=DEFAULT_FSFREEZE_HOOK,
+                   help=f"enable fsfreeze hook; the optional argument must be attached "
+                        f"(-F/path or --fsfreeze-hook=/path; default: {DEFAULT_FSFREEZE_HOOK})")
+    q.add_argument("-t", "--statedir", metavar="DIR", help="directory to store state files (default: /var/run)")
+    q.add_argument("-v", "--verbose", action="store_true", help="log extra debugging information")
+    q.add_argument("-V", "--version", action="store_true", help="print version information and exit")
+    q.add_argument("-d", "--daemonize", action="store_true", help="become a daemon")
+    q.add_argument("-b", "--block-rpcs", metavar="LIST", action="append", type=_csv,
+                   help='comma-separated list of RPCs to disable (no spaces, use "help" to list)')
+    q.add_argument("-a", "--allow-rpcs", metavar="LIST", action="append", type=_csv,
+                   help='comma-separated list of RPCs to enable, all others disabled (use "help" to list)')
+    q.add_argument("-D", "--dump-conf", action="store_true", help="dump the effective configuration and exit")
+    q.add_argument("-c", "--config", metavar="PATH",
+                   help=f"configuration file (default: $QGA_CONF or {DEFAULT_CONFIG_PATH})")
+    q.add_argument("-r", "--retry-path", action="store_true",
+                   help="attempt to re-open the channel path if it fails or disappears")
+    q.add_argument("-h", "--help", action="store_true", help="display this help and exit")
+    x = p.add_argument_group("qemu-ga-py extensions (also config keys of the same name)")
+    x.add_argument("--block-groups", metavar="LIST", action="append", type=_csv,
+                   help="comma-separated command groups to disable: info, unrestricted, user-auth, "
+                        "system-control, fsfreeze")
+    x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
+                   help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
+    x.add_argument("--frozen-sigterm", metavar="ACTION", choices=("thaw", "ignore"),
+                   help="SIGTERM while frozen: thaw, then exit (default), or ignore it (qemu-ga)")
+    x.add_argument("--command-timeout", metavar="SECS", type=float,
+                   help="deadline for a command before the host gets an error (default: 60)")
+    x.add_argument("--interface-exclude", metavar="GLOBS", action="append", type=_csv,
+                   help="comma-separated interface name patterns hidden from guest-network-get-interfaces")
+    x.add_argument("--file-nofollow", action="store_true",
+                   help="guest-file-open does not follow a symlink as the last path component")
+    x.add_argument("--max-file-handles", metavar="N", type=int, help="open guest-file handles (default: 1024)")
+    x.add_argument("--max-exec-records", metavar="N", type=int,
+                   help="finished guest-exec results kept until queried (default: 1024)")
+    x.add_argument("--max-concurrent-execs", metavar="N", type=int,
+                   help="guest-exec children running at once (default: 128)")
+    return p
+
+
+#: argparse destination -> config-file key, for options that map one to one.
+_CLI_KEYS = {
+    "method": "method", "path": "path", "logfile": "logfile", "pidfile": "pidfile",
+    "fsfreeze_hook": "fsfreeze-hook", "statedir": "statedir", "verbose": "verbose",
+    "daemonize": "daemon", "retry_path": "retry-path", "block_rpcs": "block-rpcs",
+    "allow_rpcs": "allow-rpcs", "block_groups": "block-groups",
+    "fsfreeze_timeout": "fsfreeze-timeout", "frozen_sigterm": "frozen-sigterm",
+    "command_timeout": "command-timeout", "interface_exclude": "interface-exclude",
+    "file_nofollow": "file-nofollow", "max_file_handles": "max-file-handles",
+    "max_exec_records": "max-exec-records", "max_concurrent_execs": "max-concurrent-execs",
+}
+
+
+def build_config(ns: argparse.Namespace) -> Config:
+    """Defaults, then the config file, then the command line."""
+    config = Config()
+    path, explicit = config_path(getattr(ns, "config", None))
+    load_file(config, path, explicit)
+    for dest, key in _CLI_KEYS.items():
+        if hasattr(ns, dest):
+            value: Any = getattr(ns, dest)
+            if isinstance(value, list):  # append of comma lists
+                value = [item for chunk in value for item in chunk]
+            apply(config, key, value)
+    return config
+
+
+def _print_command_names() -> None:
+    from qga.registry import Registry
+
+    print("\n".join(Registry().names()))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``qemu-ga-py``."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except CliError as exc:
+        print(f"qemu-ga-py: {exc}\nUnknown option, try 'qemu-ga-py --help' for more information.",
+              file=sys.stderr)
+        return 1
+    if getattr(ns, "help", False):
+        parser.print_help()
+        return 0
+    if getattr(ns, "version", False):
+        print(f"QEMU Guest Agent {QEMU_VERSION} (qemu-ga-py {__version__})")
+        return 0
+    try:
+        config = build_config(ns)
+        if "help" in config.block_rpcs or "help" in (config.allow_rpcs or []):
+            _print_command_names()
+            return 0
+        validate(config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if getattr(ns, "dump_conf", False):
+        sys.stdout.write(dump(config))
+        return 0
+    from qga.agent import Agent
+    from qga.log import LogSetup
+
+    try:
+        logs = LogSetup(config.logfile, config.verbose)
+    except OSError as exc:
+        print(f"unable to open specified log file: {exc.strerror}", file=sys.stderr)
+        return 1
+    return Agent(config, logs).run()

@@ -1,0 +1,158 @@
+"""From parsed JSON values to reply bytes, in request order.
+
+Every parsed item is queued.  Items are started strictly one after another:
+the request shape is checked (QEMU's texts and order), the command looked up
+and gated *when it starts* (so a request behind a freeze sees frozen mode),
+its arguments validated, then the handler runs — on the loop thread for
+``inline`` commands, in the worker thread otherwise.  A worker command that
+exceeds its deadline gets an error reply and is abandoned so later requests
+are served; its late result is discarded.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
+
+from qga.context import Context
+from qga.errors import QgaError
+from qga.jsonstream import JsonParseError
+from qga.jsonwriter import dumps, member_order
+from qga.registry import DEFAULT_DEADLINE, Command
+from qga.worker import Worker
+
+log = logging.getLogger(__name__)
+
+_NO_ID = object()
+
+
+def error_reply(err: QgaError, rid: Any = _NO_ID) -> bytes:
+    """An error object, with the request id when it had one."""
+    reply: Dict[str, Any] = {"error": err.to_wire()}
+    if rid is not _NO_ID:
+        reply["id"] = rid
+    return dumps(reply)
+
+
+def check_request(item: Any) -> Tuple[str, Dict[str, Any], Any]:
+    """(command name, arguments, id) of a request object, or QgaError."""
+    if not isinstance(item, dict):
+        raise QgaError("QMP input must be a JSON object")
+    for key in member_order(list(item)):
+        value = item[key]
+        if key == "execute":
+            if not isinstance(value, str):
+                raise QgaError("QMP input member 'execute' must be a string")
+        elif key == "arguments":
+            if not isinstance(value, dict):
+                raise QgaError("QMP input member 'arguments' must be an object")
+        elif key != "id":
+            raise QgaError(f"QMP input member '{key}' is unexpected")
+    if "execute" not in item:
+        raise QgaError("QMP input lacks member 'execute'")
+    return item["execute"], item.get("arguments", {}), item.get("id", _NO_ID)
+
+
+def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) -> Optional[bytes]:
+    """Call the handler and encode its reply (None: nothing to send)."""
+    try:
+        result = cmd.func(ctx, **kwargs)
+    except QgaError as err:
+        return error_reply(err, rid)
+    except Exception as exc:  # a handler bug must never crash the agent or leak a traceback
+        log.exception("unexpected error in %s", cmd.name)
+        return error_reply(QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}"), rid)
+    if not cmd.success_response:
+        return None
+    reply: Dict[str, Any] = {"return": {} if result is None else result}
+    if rid is not _NO_ID:
+        reply["id"] = rid
+    return cmd.reply_prefix + dumps(reply) if cmd.reply_prefix else dumps(reply)
+
+
+class Dispatcher:
+    """Runs requests in arrival order and sends each reply through ``send``."""
+
+    def __init__(self, ctx: Context, send: Callable[[bytes], None],
+                 default_deadline: Optional[float] = None) -> None:
+        self.ctx = ctx
+        self.send = send
+        self.default_deadline = default_deadline
+        self.queue: Deque[Any] = deque()
+        self.worker = Worker(lambda fn: ctx.loop.call_soon_threadsafe(fn))
+        self._busy: Optional[Tuple[int, Command]] = None
+        self._timer: Any = None
+        self._job = 0
+
+    @property
+    def backlog(self) -> int:
+        """Requests waiting (for backpressure on the channel)."""
+        return len(self.queue) + (1 if self._busy else 0)
+
+    @property
+    def busy_command(self) -> Optional[str]:
+        """Name of the command running in the worker, if any."""
+        return self._busy[1].name if self._busy else None
+
+    def submit(self, items: list) -> None:
+        """Queue parsed items and start what can start."""
+        self.queue.extend(items)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.queue and self._busy is None:
+            item = self.queue.popleft()
+            if isinstance(item, JsonParseError):
+                self.send(error_reply(QgaError(item.desc)))
+                continue
+            rid = item.get("id", _NO_ID) if isinstance(item, dict) else _NO_ID
+            try:
+                name, arguments, rid = check_request(item)
+                cmd = self.ctx.registry.lookup(name)
+                kwargs = cmd.validate(arguments)
+            except QgaError as err:
+                self.send(error_reply(err, rid))
+                continue
+            log.debug("running %s", name)
+            if cmd.inline:
+                self._reply(run_command(self.ctx, cmd, kwargs, rid))
+                continue
+            self._start(cmd, kwargs, rid)
+
+    def _reply(self, data: Optional[bytes]) -> None:
+        if data is not None:
+            self.send(data)
+
+    def _start(self, cmd: Command, kwargs: Dict[str, Any], rid: Any) -> None:
+        self._job += 1
+        job = self._job
+        self._busy = (job, cmd)
+        deadline = cmd.deadline
+        if deadline == DEFAULT_DEADLINE and self.default_deadline is not None:
+            deadline = self.default_deadline
+        if deadline is not None:
+            self._timer = self.ctx.loop.call_later(deadline, self._expired, job, cmd, rid, deadline)
+        self.worker.submit(lambda: run_command(self.ctx, cmd, kwargs, rid),
+                           lambda data: self._finished(job, data))
+
+    def _finished(self, job: int, data: Optional[bytes]) -> None:
+        if self._busy is None or self._busy[0] != job:
+            log.warning("discarding the late reply of an abandoned command")
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy = None
+        self._reply(data)
+        self._pump()
+
+    def _expired(self, job: int, cmd: Command, rid: Any, deadline: float) -> None:
+        if self._busy is None or self._busy[0] != job:
+            return
+        log.error("%s did not finish within %g s: abandoned", cmd.name, deadline)
+        self._busy = None
+        self._timer = None
+        self.worker.abandon()
+        self.send(error_reply(QgaError(
+            f"command {cmd.name} did not complete within {deadline:g} seconds"), rid))
+        self._pump()

@@ -1,0 +1,563 @@
+"""Streaming JSON parser with qemu-ga's exact semantics (spec 1.5-1.7).
+
+QEMU splits its input in three layers, and so does this module:
+
+* a lexer (a byte-level DFA) that cuts the stream into tokens.  A byte the
+  DFA cannot accept is a *lexical error*: it yields one error item and the
+  lexer then skips input up to a resynchronisation byte;
+* a "streamer" that queues tokens until brackets balance (or a scalar
+  token arrives at depth 0) and enforces the per-message limits;
+* a recursive-descent parser over the queued tokens, whose first error
+  wins.
+
+Python cannot afford a loop per input byte, so the lexer scans runs with
+``bytes.find``/``translate`` and compiled regexes, and keeps its state across
+``feed()`` calls so that a 64 MiB string arriving in 1 MiB chunks is scanned
+once.  Small, well-formed objects take a fast path: one regex recognises
+the whole message (QEMU's token grammar, bounded depth) and the C ``json``
+decoder builds it.  Whenever that path cannot be sure its result equals
+QEMU's (non-ASCII, suspicious escapes, duplicate keys, huge numbers ...)
+the message is re-lexed by the exact path.
+"""
+from __future__ import annotations
+
+import json
+import json.scanner
+import re
+from typing import Any, List, Optional
+
+__all__ = ["JsonParseError", "JsonStreamParser", "qemu_lossy_decode"]
+
+# Token types.
+_LC, _RC, _LS, _RS, _COLON, _COMMA, _STR, _INT, _FLOAT, _KW = range(10)
+_STRUCT = {0x7B: _LC, 0x7D: _RC, 0x5B: _LS, 0x5D: _RS, 0x3A: _COLON, 0x2C: _COMMA}
+# Lexer states (numbers keep their own sub-state in _nstate).
+_START, _RECOVER, _DQ, _SQ, _NUM, _KWD = range(6)
+_N_SIGN, _N_ZERO, _N_DIGITS, _N_MANT, _N_MANTD, _N_EXPE, _N_EXPS, _N_EXPD = range(8)
+
+_WS = frozenset(b" \t\r\n")
+_DIGITS = re.compile(rb"[0-9]*")
+_LOWER = re.compile(rb"[a-z]*")
+# IN_RECOVERY skips everything but structural chars, controls other than TAB,
+# and the impossible UTF-8 bytes 0xFE/0xFF (spec 1.6).
+_RECOVER_RUN = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}:,]*")
+_DQ_BODY = re.compile(rb'[^"\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^"\\\x00-\x1f\xfe\xff]*)*')
+_SQ_BODY = re.compile(rb"[^'\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^'\\\x00-\x1f\xfe\xff]*)*")
+# Bytes that may appear unescaped in a string body other than the quotes.
+_PLAIN = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x27, 0x5C))
+_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+_ESCAPES = {0x22: '"', 0x27: "'", 0x5C: "\\", 0x2F: "/", 0x62: "\b",
+            0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}
+# Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
+_NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
+    chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
+# \u escapes the C decoder accepts but QEMU does not (surrogates, nonchars).
+_BAD_ESC = re.compile(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
+
+# --- fast path: a whole well-formed message of bounded depth -------------
+_W = rb"[ \t\r\n]*"
+_FSTR = rb'"[^"\\\x00-\x1f\xfe\xff]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f\xfe\xff]*)*"'
+_FNUM = rb"-?(?:0(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?)?|[1-9][0-9]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+_FVAL = rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null)"
+for _ in range(3):
+    _FVAL = (rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null"
+             + rb"|\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W
+             + rb"(?:," + _W + _FSTR + _W + rb":" + _W + _FVAL + _W + rb")*)?\}"
+             + rb"|\[" + _W + rb"(?:" + _FVAL + _W + rb"(?:," + _W + _FVAL + _W
+             + rb")*)?\])")
+_FAST_MSG = re.compile(
+    _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W
+    + rb"(?:," + _W + _FSTR + _W + rb":" + _W + _FVAL + _W + rb")*)?\})")
+_INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+class JsonParseError:
+    """One error item: ``desc`` is the exact text qemu-ga puts in its reply."""
+
+    __slots__ = ("desc",)
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonParseError) and other.desc == self.desc
+
+    def __hash__(self) -> int:
+        return hash(self.desc)
+
+    def __repr__(self) -> str:
+        return f"JsonParseError({self.desc!r})"
+
+
+class _Err(Exception):
+    """Internal: the first parse error of a message (QEMU keeps only it)."""
+
+
+class _Dup(Exception):
+    """Internal: the fast path met a duplicate key."""
+
+
+def _valid_cp(cp: int) -> bool:
+    return (0 <= cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF
+            and not 0xFDD0 <= cp <= 0xFDEF and (cp & 0xFFFE) != 0xFFFE)
+
+
+def qemu_lossy_decode(raw: bytes) -> str:
+    """Decode a C string the way QEMU's JSON writer reads it.
+
+    The string ends at the first NUL; C0 80 is U+0000; every invalid
+    sequence (as delimited by mod_utf8_codepoint) becomes one U+FFFD.
+    """
+    raw = raw.split(b"\0", 1)[0]
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
+        if not _NONCHAR.search(text):
+            return text
+    except UnicodeDecodeError:
+        pass
+    out: List[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        b = raw[i]
+        i += 1
+        if b < 0x80:
+            out.append(chr(b))
+            continue
+        if b >= 0xFE or not b & 0x40:      # impossible byte / stray continuation
+            out.append("\ufffd")
+            continue
+        length, mask = 0, 0x80
+        while b & mask:
+            length += 1
+            mask >>= 1
+        cp = b & (mask - 1)
+        for _k in range(1, length):
+            if i >= n or raw[i] & 0xC0 != 0x80:
+                cp = -1
+                break
+            cp = cp << 6 | raw[i] & 0x3F
+            i += 1
+        if cp >= 0 and _valid_cp(cp):
+            minimum = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)[length - 2]
+            if cp >= minimum or (cp == 0 and length == 2):
+                out.append(chr(cp))
+                continue
+        out.append("\ufffd")
+    return "".join(out)
+
+
+def _decode_chunk(raw: bytes) -> str:
+    """Validate and decode unescaped string bytes (modified UTF-8)."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        # C0 80 can only ever be U+0000 here: raw NUL is a lexical error.
+        text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Err("invalid UTF-8 sequence in string") from None
+    if _NONCHAR.search(text):
+        raise _Err("invalid UTF-8 sequence in string")
+    return text
+
+
+def _hex4(tok: bytes, k: int) -> int:
+    m = _HEX4.match(tok, k)
+    return int(m.group(), 16) if m else -1
+
+
+def _decode_string(tok: bytes) -> str:
+    """parse_string(): decode a complete string token (quotes included)."""
+    end = len(tok) - 1
+    i = 1
+    j = tok.find(b"\\", 1, end)
+    if j < 0:
+        return _decode_chunk(tok[1:end])
+    tokz = tok + b"\0"  # C strings: readers stop at the terminator
+    parts: List[str] = []
+    while j >= 0:
+        if j > i:
+            parts.append(_decode_chunk(tok[i:j]))
+        c = tok[j + 1]
+        if c == 0x75:  # \uXXXX, maybe a surrogate pair
+            cp = _hex4(tokz, j + 2)
+            p = j + 6
+            if 0xD800 <= cp <= 0xDBFF and tokz[p:p + 2] == b"\\u":
+                cp = 0x10000 + ((cp & 0x3FF) << 10)
+                trail = _hex4(tokz, p + 2)
+                if 0xDC00 <= trail <= 0xDFFF:
+                    cp |= trail & 0x3FF
+                    p += 6
+                else:
+                    cp = -1
+            if not _valid_cp(cp):
+                raise _Err(qemu_lossy_decode(tokz[j:p])
+                           + " is not a valid Unicode character")
+            parts.append(chr(cp))
+            i = p
+        else:
+            esc = _ESCAPES.get(c)
+            if esc is None:
+                raise _Err("invalid escape sequence in string")
+            parts.append(esc)
+            i = j + 2
+        j = tok.find(b"\\", i, end)
+    if i < end:
+        parts.append(_decode_chunk(tok[i:end]))
+    return "".join(parts)
+
+
+def _number(tok: bytes, integer: bool) -> Any:
+    """QNum semantics: int64, else uint64 (non-negative), else double."""
+    if integer and len(tok) < 19:
+        return int(tok)
+    if integer and len(tok) <= 20:
+        v = int(tok)
+        if _INT64_MIN <= v <= _UINT64_MAX:
+            return v
+    return float(tok)
+
+
+def _parse_tokens(types: List[int], texts: List[Optional[bytes]]) -> Any:
+    """json_parser_parse() without recursion: returns a value or raises _Err."""
+    n = len(types)
+    i = 0
+    # Frames: [is_dict, container, key, have_key]
+    stack: List[list] = []
+    while True:
+        if i >= n:
+            raise _Err("premature EOI")
+        t = types[i]
+        if t == _LC or t == _LS:
+            if i + 1 >= n:
+                raise _Err("premature EOI")
+            if types[i + 1] == t + 1:  # empty {} / []
+                val: Any = {} if t == _LC else []
+                i += 2
+            else:
+                stack.append([t == _LC, {} if t == _LC else [], None, False])
+                i += 1
+                continue
+        elif t == _STR:
+            val = _decode_string(texts[i])  # type: ignore[arg-type]
+            i += 1
+        elif t == _INT or t == _FLOAT:
+            val = _number(texts[i], t == _INT)  # type: ignore[arg-type]
+            i += 1
+        elif t == _KW:
+            word = texts[i]
+            if word == b"true":
+                val = True
+            elif word == b"false":
+                val = False
+            elif word == b"null":
+                val = None
+            else:  # vsnprintf into char[1024] truncates
+                raise _Err(("invalid keyword '" + word.decode("ascii") + "'")[:1023])  # type: ignore[union-attr]
+            i += 1
+        else:
+            raise _Err("expecting value")
+        # A value is complete: hand it to the enclosing containers.
+        while True:
+            if not stack:
+                return val
+            frame = stack[-1]
+            if frame[0] and not frame[3]:          # it was a key
+                if not isinstance(val, str):
+                    raise _Err("key is not a string in object")
+                if i >= n:
+                    raise _Err("premature EOI")
+                if types[i] != _COLON:
+                    raise _Err("missing : in object pair")
+                frame[2], frame[3] = val, True
+                i += 1
+                break
+            if frame[0]:
+                if frame[2] in frame[1]:
+                    raise _Err("duplicate key")
+                frame[1][frame[2]] = val
+                frame[3] = False
+                close, what = _RC, "dict"
+            else:
+                frame[1].append(val)
+                close, what = _RS, "list"
+            if i >= n:
+                raise _Err("premature EOI")
+            t = types[i]
+            i += 1
+            if t == close:
+                val = stack.pop()[1]
+                continue
+            if t != _COMMA:
+                raise _Err("expected separator in " + what)
+            break
+
+
+def _pairs_hook(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _Dup
+    return d
+
+
+def _int_hook(text: str) -> Any:
+    if len(text) < 19:
+        return int(text)
+    return _number(text.encode("ascii"), True)
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook)
+_scan_once = json.scanner.make_scanner(_decoder)
+_FAIL = object()
+
+
+def _fast_decode(raw: bytes) -> Any:
+    """Decode a message the fast-path regex delimited, or return _FAIL."""
+    if raw.isascii():
+        text = raw.decode("ascii")
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _FAIL
+        if _NONCHAR.search(text):
+            return _FAIL
+    if b"\\u" in raw and _BAD_ESC.search(raw):
+        return _FAIL
+    try:
+        return _scan_once(text, 0)[0]
+    except (ValueError, _Dup, RecursionError):
+        return _FAIL
+
+
+_WS_RUN = re.compile(rb"[ \t\r\n]*")
+_PLAIN_DQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x5C))
+_PLAIN_SQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x27, 0x5C))
+
+
+class JsonStreamParser:
+    """Incremental parser: feed bytes, get completed values and errors.
+
+    Limits follow QEMU: total token bytes per message, tokens per message,
+    and brace+bracket nesting (counting the outer object).
+    """
+
+    def __init__(self, max_token_bytes: int = 64 << 20, max_tokens: int = 2 << 20,
+                 max_depth: int = 1024) -> None:
+        self._max_bytes = max_token_bytes
+        self._max_tokens = max_tokens
+        self._max_depth = max_depth
+        # The fast path is only sound when a bounded-depth message cannot hit a limit.
+        self._fast = max_depth >= 4
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all buffered input and partial state (a fresh agent)."""
+        self._buf = bytearray()
+        self._pos = 0          # next byte to lex
+        self._state = _START
+        self._ts = 0           # start of the token being lexed
+        self._ns = _N_SIGN     # number sub-state
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._types: List[int] = []
+        self._texts: List[Optional[bytes]] = []
+        self._brace = self._bracket = 0
+        self._size = 0
+
+    # -- streamer -----------------------------------------------------------
+    def _token(self, t: int, text: Optional[bytes], size: int, out: list) -> None:
+        """json_message_process_token(): queue a token, maybe finish a message."""
+        if t == _LC:
+            self._brace += 1
+        elif t == _RC:
+            self._brace -= 1
+        elif t == _LS:
+            self._bracket += 1
+        elif t == _RS:
+            self._bracket -= 1
+        if self._size + size + 1 > self._max_bytes:
+            item: Any = JsonParseError("JSON token size limit exceeded")
+        elif len(self._types) + 1 > self._max_tokens:
+            item = JsonParseError("JSON token count limit exceeded")
+        elif self._brace + self._bracket > self._max_depth:
+            item = JsonParseError("JSON nesting depth limit exceeded")
+        else:
+            self._types.append(t)
+            self._texts.append(text)
+            self._size += size
+            if (self._brace > 0 or self._bracket > 0) and self._brace >= 0 \
+                    and self._bracket >= 0:
+                return
+            try:
+                item = _parse_tokens(self._types, self._texts)
+            except _Err as exc:
+                item = JsonParseError("JSON parse error, " + str(exc))
+        self._reset_message()
+        out.append(item)
+
+    def _lex_error(self, tok: bytes, out: list) -> None:
+        """A byte the DFA rejects: one error, drop the message, skip input."""
+        self._reset_message()
+        out.append(JsonParseError("JSON parse error, stray '" + qemu_lossy_decode(tok) + "'"))
+        self._state = _RECOVER
+
+    def _cut(self, out: list) -> int:
+        """A token grew past the limit: QEMU hands the piece on and restarts."""
+        self._token(-1, None, self._max_bytes + 1, out)
+        self._state = _START
+        return self._ts + self._max_bytes + 1
+
+    # -- lexer ----------------------------------------------------------------
+    def feed(self, data: bytes) -> list:
+        """Lex and parse ``data``; return the completed items in order.
+
+        Items are parsed values or JsonParseError.  Partial input is kept
+        for the next call.
+        """
+        out: list = []
+        if not data:
+            return out
+        buf = self._buf
+        buf += data
+        n = len(buf)
+        pos = self._pos
+        while pos < n:
+            st = self._state
+            if st == _START:
+                c = buf[pos]
+                if c in _WS:
+                    pos = _WS_RUN.match(buf, pos + 1).end()
+                    continue
+                if c == 0x7B and self._fast and not self._types:
+                    m = _FAST_MSG.match(buf, pos)
+                    if m is not None:
+                        end = m.end()
+                        if end - pos < self._max_bytes and end - pos <= self._max_tokens:
+                            val = _fast_decode(buf[pos:end])
+                            if val is not _FAIL:
+                                out.append(val)
+                                pos = end
+                                continue
+                t = _STRUCT.get(c)
+                self._ts = pos
+                pos += 1
+                if t is not None:
+                    self._token(t, None, 1, out)
+                elif c == 0x22:
+                    self._state = _DQ
+                elif c == 0x27:
+                    self._state = _SQ
+                elif c == 0x2D or 0x30 <= c <= 0x39:
+                    self._state = _NUM
+                    self._ns = _N_SIGN if c == 0x2D else _N_ZERO if c == 0x30 else _N_DIGITS
+                elif 0x61 <= c <= 0x7A:
+                    self._state = _KWD
+                else:
+                    self._lex_error(bytes((c,)), out)
+            elif st == _RECOVER:
+                pos = _RECOVER_RUN.match(buf, pos).end()
+                if pos < n:
+                    self._state = _START
+            elif st == _NUM:
+                pos = self._lex_number(buf, pos, n, out)
+            else:
+                ts = self._ts
+                limit = ts + self._max_bytes + 1
+                if st == _KWD:
+                    pos = _LOWER.match(buf, pos).end()
+                    if pos >= limit:
+                        pos = self._cut(out)
+                    elif pos < n:
+                        self._state = _START
+                        self._token(_KW, bytes(buf[ts:pos]), pos - ts, out)
+                    continue
+                pos = self._lex_string(buf, pos, n, limit, out)
+        self._pos = pos
+        # Compact: keep only the token in progress.  bytearray deletes a
+        # prefix in O(1), so doing this every feed is cheap.
+        keep = self._ts if self._state in (_DQ, _SQ, _NUM, _KWD) else pos
+        if keep:
+            del buf[:keep]
+            self._pos -= keep
+            self._ts -= keep
+        return out
+
+    def _lex_string(self, buf: bytearray, pos: int, n: int, limit: int, out: list) -> int:
+        quote = 0x22 if self._state == _DQ else 0x27
+        # Find the next quote at C speed; only if the stretch before it holds
+        # a backslash or a bad byte do we need the exact (slower) regex.
+        q = buf.find(quote, pos)
+        e = q if q >= 0 else n
+        if e > pos and buf[pos:e].translate(None, _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ):
+            e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, pos).end()
+        ts = self._ts
+        if e >= limit:
+            return self._cut(out)
+        if e >= n:
+            return e
+        ch = buf[e]
+        if ch == quote:
+            self._state = _START
+            self._token(_STR, bytes(buf[ts:e + 1]), e + 1 - ts, out)
+            return e + 1
+        if ch == 0x5C:
+            if e + 1 == limit:
+                return self._cut(out)
+            if e + 1 >= n:
+                return e   # rescan the backslash when its partner arrives
+            e += 1
+        self._lex_error(bytes(buf[ts:e + 1]), out)
+        return e + 1
+
+    def _lex_number(self, buf: bytearray, pos: int, n: int, out: list) -> int:
+        """Run QEMU's number DFA from the saved sub-state; digit runs by regex."""
+        ts = self._ts
+        limit = ts + self._max_bytes + 1
+        ns = self._ns
+        while True:
+            if pos >= limit:
+                return self._cut(out)
+            if pos >= n:
+                self._ns = ns
+                return pos
+            c = buf[pos]
+            digit = 0x30 <= c <= 0x39
+            if ns == _N_DIGITS or ns == _N_MANTD or ns == _N_EXPD:
+                if digit:
+                    pos = _DIGITS.match(buf, pos).end()
+                    continue
+                if ns != _N_EXPD and (c == 0x65 or c == 0x45):
+                    ns = _N_EXPE
+                elif ns == _N_DIGITS and c == 0x2E:
+                    ns = _N_MANT
+                else:
+                    self._state = _START
+                    self._token(_INT if ns == _N_DIGITS else _FLOAT,
+                                bytes(buf[ts:pos]), pos - ts, out)
+                    return pos
+            elif ns == _N_ZERO:
+                if c == 0x2E:
+                    ns = _N_MANT
+                elif not digit:
+                    self._state = _START
+                    self._token(_INT, bytes(buf[ts:pos]), pos - ts, out)
+                    return pos
+                else:
+                    break
+            elif ns == _N_SIGN:
+                if not digit:
+                    break
+                ns = _N_ZERO if c == 0x30 else _N_DIGITS
+            elif ns == _N_EXPE and (c == 0x2B or c == 0x2D):
+                ns = _N_EXPS
+            elif digit:  # _N_MANT, _N_EXPE, _N_EXPS
+                ns = _N_MANTD if ns == _N_MANT else _N_EXPD
+            else:
+                break
+            pos += 1
+        # The offending byte is part of the stray token.
+        self._lex_error(bytes(buf[ts:pos + 1]), out)
+        return pos + 1

@@ -1,0 +1,161 @@
+"""The common part of every channel: non-blocking reads, buffered writes.
+
+A transport reads whatever arrives and hands it to ``on_data``; the JSON
+stream parser does all framing.  Writes are queued and flushed as the
+descriptor becomes writable, so a host that reads slowly never blocks the
+agent.  Subclasses decide what end-of-file means (host detached on a
+virtio port, client gone on a socket).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections import deque
+from typing import Callable, Deque, Optional
+
+from qga.loop import Loop
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+#: Replies still unwritten beyond this are dropped (oldest first) so a host that
+#: never reads cannot make the agent grow without bound.
+MAX_PENDING_OUTPUT = 256 * 1024 * 1024
+
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EIO, errno.ENODEV, errno.ENXIO, errno.EBADF)
+
+
+class Transport:
+    """Base class: subclasses set ``self.fd`` and implement the EOF policy."""
+
+    def __init__(self, loop: Loop, path: str, on_data: Callable[[bytes], None],
+                 on_error: Callable[[str], None]) -> None:
+        self.loop = loop
+        self.path = path
+        self.on_data = on_data
+        self.on_error = on_error
+        self.fd: Optional[int] = None
+        self._out: Deque[memoryview] = deque()
+        self._out_bytes = 0
+        self._reading = False
+        self._paused = False
+
+    # -- subclass interface -----------------------------------------------------
+    def open(self) -> None:
+        """Open the channel (raise OSError on failure)."""
+        raise NotImplementedError
+
+    def on_eof(self) -> None:
+        """The peer side is gone or not there (EOF)."""
+        raise NotImplementedError
+
+    def on_io_error(self, exc: OSError) -> None:
+        """A hard error on the descriptor."""
+        self.on_error(f"channel {self.path}: {exc.strerror}")
+
+    def close(self) -> None:
+        """Release every descriptor."""
+        self._detach_fd()
+
+    @property
+    def connected(self) -> bool:
+        """True when a host (client) can currently receive replies."""
+        return self.fd is not None
+
+    # -- reading ---------------------------------------------------------------
+    def _want_reading(self) -> None:
+        want = self.fd is not None and not self._paused
+        if want and not self._reading:
+            self.loop.add_reader(self.fd, self._on_readable)
+        elif not want and self._reading and self.fd is not None:
+            self.loop.remove_reader(self.fd)
+        self._reading = want
+
+    def pause_reading(self) -> None:
+        """Backpressure: stop reading until :meth:`resume_reading`."""
+        self._paused = True
+        self._want_reading()
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`."""
+        self._paused = False
+        self._want_reading()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_SIZE)  # type: ignore[arg-type]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.on_io_error(exc)
+            return
+        if data:
+            self.on_data(data)
+        else:
+            self.on_eof()
+
+    # -- writing ---------------------------------------------------------------
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued but not yet written."""
+        return self._out_bytes
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` and write as much as the descriptor takes now."""
+        if not data:
+            return
+        self._out.append(memoryview(data))
+        self._out_bytes += len(data)
+        while self._out_bytes > MAX_PENDING_OUTPUT and len(self._out) > 1:
+            dropped = self._out.popleft()
+            self._out_bytes -= len(dropped)
+            log.warning("host is not reading: dropped a reply of %d bytes", len(dropped))
+        self._flush()
+
+    def _flush(self) -> None:
+        fd = self.fd
+        while self._out and fd is not None:
+            chunk = self._out[0]
+            try:
+                n = os.write(fd, chunk)
+            except (BlockingIOError, InterruptedError):
+                self.loop.add_writer(fd, self._flush)
+                return
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    log.warning("failed to write reply: %s", exc.strerror)
+                    self.drop_output()
+                    return
+                raise
+            self._out_bytes -= n
+            if n == len(chunk):
+                self._out.popleft()
+            else:
+                self._out[0] = chunk[n:]
+        if fd is not None:
+            self.loop.remove_writer(fd)
+
+    def drop_output(self) -> None:
+        """Forget unwritten replies (the client they were for is gone)."""
+        self._out.clear()
+        self._out_bytes = 0
+
+    # -- helpers for subclasses ------------------------------------------------
+    def _attach_fd(self, fd: int) -> None:
+        self.fd = fd
+        self._reading = False
+        self._want_reading()
+        if self._out:
+            self._flush()
+
+    def _detach_fd(self) -> None:
+        fd = self.fd
+        if fd is None:
+            return
+        if self._reading:
+            self.loop.remove_reader(fd)
+        self.loop.remove_writer(fd)
+        self._reading = False
+        self.fd = None
+        os.close(fd)

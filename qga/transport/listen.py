@@ -1,0 +1,129 @@
+"""Listening sockets: unix-listen and vsock-listen, one client at a time.
+
+While a client is connected the listening socket is not watched, so a second
+client waits in the backlog until the first leaves (qemu-ga's behaviour).
+The JSON parser's state is deliberately *not* reset between clients.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Optional
+
+from qga.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+
+def parse_vsock_path(path: str) -> "tuple[int, int]":
+    """``CID:PORT`` as qemu-ga accepts it."""
+    cid, sep, port = path.partition(":")
+    if not sep:
+        raise OSError(22, f"invalid vsock path '{path}'")
+    return int(cid), int(port)
+
+
+class ListenTransport(Transport):
+    """Accepts one client at a time on a listening socket."""
+
+    family = socket.AF_UNIX
+    listener: Optional[socket.socket] = None
+
+    def __init__(self, *args, listen_fd: Optional[int] = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._listen_fd = listen_fd
+        self._client: Optional[socket.socket] = None
+
+    def _bind(self) -> socket.socket:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        if self._listen_fd is not None:  # systemd socket activation
+            self.listener = socket.socket(fileno=self._listen_fd)
+        else:
+            self.listener = self._bind()
+        self.listener.setblocking(False)
+        self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            client, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("accept failed: %s", exc.strerror)
+            return
+        client.setblocking(False)
+        self._client = client
+        self.loop.remove_reader(self.listener.fileno())
+        self._attach_fd(client.detach())
+
+    def write(self, data: bytes) -> None:
+        if self._client is None:
+            # No client: qemu-ga's write fails and the reply is lost; a later
+            # client must not receive replies meant for an earlier one.
+            log.debug("no client connected: dropped a reply of %d bytes", len(data))
+            return
+        super().write(data)
+
+    def on_eof(self) -> None:
+        self._disconnect()
+
+    def on_io_error(self, exc: OSError) -> None:
+        log.warning("client connection error: %s", exc.strerror)
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        # Unsent replies belonged to this client; qemu-ga drops them too.
+        self.drop_output()
+        self._detach_fd()
+        self._client = None
+        if self.listener is not None:
+            self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def close(self) -> None:
+        self._detach_fd()
+        self._client = None
+        if self.listener is not None:
+            self.loop.remove_reader(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+
+
+class UnixListen(ListenTransport):
+    """``-m unix-listen -p PATH``: the socket file is replaced at start and left at exit."""
+
+    def _bind(self) -> socket.socket:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(self.path)
+            sock.listen(1)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+class VsockListen(ListenTransport):
+    """``-m vsock-listen -p CID:PORT``."""
+
+    def _bind(self) -> socket.socket:
+        cid, port = parse_vsock_path(self.path)
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind((cid, port))
+            sock.listen(1)
+        except OSError:
+            sock.close()
+            raise
+        return sock
