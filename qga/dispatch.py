@@ -17,7 +17,8 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 from qga.context import Context
 from qga.errors import QgaError
 from qga.jsonstream import JsonParseError
-from qga.jsonwriter import dumps, member_order
+from qga.jsonwriter import dumps
+from qga.qdict import member_order
 from qga.registry import DEFAULT_DEADLINE, Command
 from qga.worker import Worker
 
