@@ -1,0 +1,190 @@
+"""Run an agent (ours or the system qemu-ga) on a unix socket and talk to it.
+
+This is how QEMU's own tests drive qemu-ga: ``-m unix-listen -t TMP -p
+TMP/sock``.  The client works on raw bytes so tests can assert byte-exact
+replies, 0xFF markers and error cascades.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE_QGA = "/usr/sbin/qemu-ga"
+
+
+class AgentTimeout(AssertionError):
+    """The agent did not answer in time."""
+
+
+class Conn:
+    """A client connection with a byte buffer; replies are lines."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.timeout = timeout
+        self.buf = b""
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        """Write raw bytes."""
+        self.sock.sendall(data)
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AgentTimeout(f"no reply within {self.timeout} s (buffer {self.buf[:200]!r})")
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            raise AgentTimeout(f"no reply within {self.timeout} s (buffer {self.buf[:200]!r})") from None
+        if not data:
+            raise ConnectionError("agent closed the connection")
+        self.buf += data
+
+    def read_line(self, timeout: Optional[float] = None) -> bytes:
+        """One reply line including the trailing newline (and a leading 0xFF if any)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self.buf:
+            self._fill(deadline)
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def read_reply(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The next reply, decoded (a leading 0xFF is stripped)."""
+        return json.loads(self.read_line(timeout).lstrip(b"\xff"))
+
+    def expect_silence(self, seconds: float = 0.3) -> None:
+        """Assert nothing arrives for ``seconds``."""
+        self.sock.settimeout(seconds)
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            return
+        raise AssertionError(f"unexpected data: {data!r}")
+
+    def request(self, request: Any, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Send one request (dict or raw bytes) and return the decoded reply."""
+        self.send(request if isinstance(request, bytes) else json.dumps(request).encode() + b"\n")
+        return self.read_reply(timeout)
+
+    def cmd(self, name: str, timeout: Optional[float] = None, **arguments: Any) -> Any:
+        """Execute a command and return its ``return`` value (AssertionError on error)."""
+        req: Dict[str, Any] = {"execute": name}
+        if arguments:
+            req["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
+        reply = self.request(req, timeout)
+        if "error" in reply:
+            raise AssertionError(f"{name} failed: {reply['error']}")
+        return reply["return"]
+
+    def sync(self, sync_id: int = 4242) -> None:
+        """0xFF + guest-sync-delimited: skip anything stale, as QEMU's tests do."""
+        self.send(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
+                                         "arguments": {"id": sync_id}}).encode() + b"\n")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\xff" not in self.buf:
+                self.buf = b""
+                self._fill(deadline)
+            self.buf = self.buf[self.buf.index(b"\xff") + 1:]
+            while b"\n" not in self.buf:
+                self._fill(deadline)
+            line, _, self.buf = self.buf.partition(b"\n")
+            if json.loads(line).get("return") == sync_id:
+                return
+
+
+class AgentProcess:
+    """A running agent on ``<tmp>/sock`` with state in ``<tmp>``."""
+
+    def __init__(self, argv: Sequence[str], tmpdir: str, env: Optional[Dict[str, str]] = None) -> None:
+        self.tmpdir = tmpdir
+        self.sock_path = os.path.join(tmpdir, "sock")
+        self.log_path = os.path.join(tmpdir, "agent.log")
+        self.argv = list(argv)
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.pop("NOTIFY_SOCKET", None)
+        full_env.pop("JOURNAL_STREAM", None)
+        full_env.update(env or {})
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, cwd=tmpdir, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self._conns: List[Conn] = []
+
+    @property
+    def pid(self) -> int:
+        """The agent's pid."""
+        return self.proc.pid
+
+    def log(self) -> str:
+        """What the agent wrote on stdout/stderr so far."""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def connect(self, timeout: float = 10.0) -> Conn:
+        """A new client connection (retries until the socket accepts)."""
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log()}")
+            try:
+                conn = Conn(self.sock_path, timeout)
+                self._conns.append(conn)
+                return conn
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"agent socket never appeared: {self.log()}") from None
+                time.sleep(0.01)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the agent and wait for it; returns its exit status."""
+        for conn in self._conns:
+            conn.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"agent did not stop on signal {sig}: {self.log()}") from None
+        self._log.close()
+        return self.proc.returncode
+
+
+def ours_argv(tmpdir: str, extra: Iterable[str] = ()) -> List[str]:
+    """Command line of qemu-ga-py on ``<tmpdir>/sock``."""
+    return [sys.executable, "-m", "qga", "-m", "unix-listen", "-p", os.path.join(tmpdir, "sock"),
+            "-t", tmpdir, *extra]
+
+
+def reference_argv(tmpdir: str, extra: Iterable[str] = ()) -> List[str]:
+    """Command line of the system qemu-ga (Debian 7.2) on ``<tmpdir>/sock``."""
+    if not os.access(REFERENCE_QGA, os.X_OK):
+        raise AssertionError(f"{REFERENCE_QGA} is missing: install the qemu-guest-agent package "
+                             "(.ci/run does)")
+    return [REFERENCE_QGA, "-m", "unix-listen", "-p", os.path.join(tmpdir, "sock"), "-t", tmpdir, *extra]
+
+
+def start(kind: str = "ours", extra: Iterable[str] = (), env: Optional[Dict[str, str]] = None,
+          tmpdir: Optional[str] = None) -> AgentProcess:
+    """Start ``ours`` or ``reference`` in a fresh (or given) temporary directory."""
+    tmpdir = tmpdir or tempfile.mkdtemp(prefix=f"qga-{kind}-")
+    argv = ours_argv(tmpdir, extra) if kind == "ours" else reference_argv(tmpdir, extra)
+    return AgentProcess(argv, tmpdir, env)
