@@ -19,6 +19,10 @@ T = TypeVar("T")
 
 audit_log = logging.getLogger("qga.audit")
 
+#: Called with every new :class:`Context`: subject modules append a function
+#: here at import time to register per-agent hooks (e.g. thaw on shutdown).
+CONTEXT_HOOKS: List[Callable[["Context"], None]] = []
+
 
 class Context:
     """The agent's services for handlers: config, state, loop and registry."""
@@ -33,6 +37,8 @@ class Context:
         self._shutdown_hooks: List[Callable[[], None]] = []
         #: Called with (frozen: bool) after the frozen state changes (logging gate, sd_notify).
         self.frozen_listeners: List[Callable[[bool], None]] = []
+        for hook in CONTEXT_HOOKS:
+            hook(self)
 
     def store(self, key: str, factory: Callable[[], T]) -> T:
         """The subject state stored under ``key``, created on first use."""
