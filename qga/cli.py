@@ -119,7 +119,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         ns = parser.parse_args(argv)
     except CliError as exc:
-        print(f"qemu-ga-py: {exc}\nUnknown option, try 'qemu-ga-py --help' for more information.",
+        message = str(exc)
+        if message.startswith("unrecognized arguments: "):  # getopt's wording, as qemu-ga prints it
+            message = "unrecognized option '" + message.split(": ", 1)[1] + "'"
+        print(f"qemu-ga-py: {message}\nUnknown option, try 'qemu-ga-py --help' for more information.",
               file=sys.stderr)
         return 1
     if getattr(ns, "help", False):

@@ -110,11 +110,16 @@ def config_path(cli_path: Optional[str]) -> "tuple[str, bool]":
 
 
 def apply(config: Config, key: str, value: Any) -> None:
-    """Set one setting by its config-file key; lists accumulate."""
+    """Set one setting by its config-file key; lists accumulate.
+
+    qemu-ga prepends the items of each list as it splits it, then appends that
+    to what earlier options gave, so ``-b a,b -b c`` is kept (and dumped) as
+    ``b,a,c``; the effective set is the same either way.
+    """
     attr = key.replace("-", "_")
     if key in LIST_KEYS:
         current = getattr(config, attr)
-        setattr(config, attr, (current or []) + list(value))
+        setattr(config, attr, (current or []) + list(reversed(list(value))))
     else:
         setattr(config, attr, value)
     if key == "pidfile":
@@ -158,7 +163,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ",".join(reversed(value))  # qemu-ga prepends as it parses
+        return ",".join(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -13,7 +13,8 @@
 # python3-psutil, python3-systemd.
 #
 # The tarball holds the files git tracks, with their working-tree contents
-# (so uncommitted edits of tracked files are built; untracked files are not).
+# (so uncommitted edits of tracked files are built; untracked files are not,
+# unless QGA_RPM_UNTRACKED=1 is set: then untracked, not-ignored files too).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,7 +41,10 @@ export SOURCE_DATE_EPOCH
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT
 # Tracked files that still exist (a deletion not yet committed is skipped).
-(cd "$repo" && git ls-files -z | while IFS= read -r -d '' f; do
+ls_opts="--cached"
+if [ "${QGA_RPM_UNTRACKED:-0}" = 1 ]; then ls_opts="--cached --others --exclude-standard"; fi
+# shellcheck disable=SC2086
+(cd "$repo" && git ls-files -z $ls_opts | while IFS= read -r -d '' f; do
     if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done) > "$list"
 tarball="$topdir/SOURCES/$name-$version.tar.gz"
 tar -C "$repo" --null -T "$list" --sort=name --owner=0 --group=0 --numeric-owner \
