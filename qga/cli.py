@@ -101,9 +101,11 @@ def build_config(ns: argparse.Namespace) -> Config:
     for dest, key in _CLI_KEYS.items():
         if hasattr(ns, dest):
             value: Any = getattr(ns, dest)
-            if isinstance(value, list):  # append of comma lists
-                value = [item for chunk in value for item in chunk]
-            apply(config, key, value)
+            if isinstance(value, list):  # one comma list per occurrence of the option
+                for chunk in value:
+                    apply(config, key, chunk)
+            else:
+                apply(config, key, value)
     return config
 
 
