@@ -1,0 +1,92 @@
+"""Key files, config precedence and -D, as qemu-ga reads and prints them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qga import keyfile
+from qga.cli import build_config, build_parser
+from qga.config import Config, ConfigError, dump, load_file
+
+REPO = Path(__file__).resolve().parents[2]
+QEMU_TEST_CONF = ("[general]\ndaemon=false\nmethod=virtio-serial\npath=/path/to/org.qemu.guest_agent.0\n"
+                  "pidfile=/var/foo/qemu-ga.pid\nstatedir=/var/state\nverbose=true\n"
+                  "block-rpcs=guest-ping;guest-get-time\n")
+
+
+def run_cli(*args: str, env: dict = None) -> subprocess.CompletedProcess:
+    full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "qga", *args], capture_output=True, text=True,
+                          env=full_env, timeout=30)
+
+
+def test_keyfile_parsing_and_errors() -> None:
+    groups = keyfile.parse("# c\n[general]\n key = a\\sb \n\n[other]\nx=1\n")
+    assert groups == {"general": {"key": "a b"}, "other": {"x": "1"}}
+    with pytest.raises(keyfile.KeyFileError, match="which is not a key-value pair, group, or comment"):
+        keyfile.parse("[general]\nbogus\n")
+    assert keyfile.parse_bool("k", "1") is True
+    with pytest.raises(keyfile.KeyFileError, match="cannot be interpreted"):
+        keyfile.parse_bool("daemon", "maybe")
+
+
+def test_file_then_command_line_lists_accumulate(tmp_path: Path) -> None:
+    conf = tmp_path / "qga.conf"
+    conf.write_text("[general]\nmethod=isa-serial\nblock-rpcs=guest-exec,guest-file-open\nverbose=1\n")
+    ns = build_parser().parse_args(["-c", str(conf), "-m", "unix-listen", "-p", "/s",
+                                    "-b", "guest-ping,guest-info", "-b", "x"])
+    config = build_config(ns)
+    assert config.method == "unix-listen" and config.verbose is True
+    assert config.block_rpcs == ["guest-file-open", "guest-exec", "guest-info", "guest-ping", "x"]
+
+
+def test_missing_default_file_is_ignored_but_explicit_is_fatal(tmp_path: Path) -> None:
+    load_file(Config(), str(tmp_path / "absent"), explicit=False)
+    with pytest.raises(ConfigError, match="error loading configuration from path"):
+        load_file(Config(), str(tmp_path / "absent"), explicit=True)
+
+
+def test_dump_matches_qemu_layout(tmp_path: Path) -> None:
+    conf = tmp_path / "test-qga-config"
+    conf.write_text(QEMU_TEST_CONF)
+    result = run_cli("-D", env={"QGA_CONF": str(conf)})
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[:10] == ["[general]", "daemon=false", "method=virtio-serial",
+                          "path=/path/to/org.qemu.guest_agent.0", "pidfile=/var/foo/qemu-ga.pid",
+                          "statedir=/var/state", "verbose=true", "retry-path=false",
+                          "block-rpcs=guest-ping;guest-get-time", "allow-rpcs="]
+    # Our extension keys follow and the result parses as a key file again.
+    assert "fsfreeze-timeout=0" in lines
+    keyfile.parse(result.stdout)
+
+
+def test_dump_of_defaults_includes_optional_keys_only_when_set() -> None:
+    text = dump(Config(logfile="/l", fsfreeze_hook="/h"))
+    assert text.splitlines()[3:7] == ["path=/dev/virtio-ports/org.qemu.guest_agent.0", "logfile=/l",
+                                      "pidfile=/var/run/qemu-ga.pid", "fsfreeze-hook=/h"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bogus"], "qemu-ga-py: unrecognized option '--bogus'"),
+    (["-m", "unix-listen", "-D"], "must specify a path for this channel"),
+    (["-m", "pigeon", "-D"], "unsupported channel method/type: pigeon"),
+    (["-c", "/nonexistent/qga.conf", "-D"], "error loading configuration from path: /nonexistent/qga.conf"),
+    (["--frozen-sigterm", "maybe"], "invalid choice"),
+])
+def test_bad_options_exit_1_with_a_message(args: list, message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_version_help_and_rpc_list() -> None:
+    assert run_cli("-V").stdout.startswith("QEMU Guest Agent 10.2.0")
+    helptext = run_cli("--help").stdout
+    for option in ("--method", "--path", "--fsfreeze-hook", "--allow-rpcs", "--retry-path", "--dump-conf"):
+        assert option in helptext
+    names = run_cli("-b", "help").stdout.split()
+    assert names[:3] == ["guest-sync-delimited", "guest-sync", "guest-ping"]
