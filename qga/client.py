@@ -424,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("local")
     put.add_argument("remote")
     sd = sub.add_parser("shutdown", help="guest-shutdown (no reply is expected on success)")
-    sd.add_argument("--mode", choices=["powerdown", "halt", "reboot"], default="powerdown")
+    sd.add_argument("--mode", choices=["powerdown", "halt", "reboot"], default="powerdown",
+                    help="default: %(default)s; success is silence, so only errors are reported")
     raw = sub.add_parser("raw", help="send a JSON request verbatim and print the reply line")
     raw.add_argument("request", help="e.g. '{\"execute\":\"guest-ping\"}'")
     return parser

@@ -1,8 +1,10 @@
 """Render a roff man page from an ``argparse`` parser.
 
 The ``qemu-ga-py(8)`` page is generated from :func:`qga.cli.build_parser`,
-the same object that prints ``--help``, so the two cannot drift apart.  The
-RPM build runs ``python3 -m qga.manpage > qemu-ga-py.8``.
+the same object that prints ``--help``, so the two cannot drift apart; the
+same goes for ``qga-client(1)`` and :func:`qga.client.build_parser`.  The
+RPM build runs ``python3 -m qga.manpage -o qemu-ga-py.8`` and
+``python3 -m qga.manpage --page qga-client -o qga-client.1``.
 
 Only prose that has no place in ``--help`` (configuration file, signals,
 files, exit status) is kept here, as static sections.
@@ -16,7 +18,7 @@ import re
 import sys
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["render", "main", "EXTRA_SECTIONS"]
+__all__ = ["render", "main", "EXTRA_SECTIONS", "CLIENT_SECTIONS"]
 
 
 def _esc(text: str) -> str:
@@ -96,15 +98,54 @@ def _synopsis(parser: argparse.ArgumentParser) -> str:
     if any(a.option_strings for a in parser._actions):
         out += " [\\fIOPTION\\fR]..."
     for action in parser._actions:
-        if not action.option_strings and action.help is not argparse.SUPPRESS:
+        if isinstance(action, argparse._SubParsersAction):
+            out += " \\fI" + _esc(action.metavar or "COMMAND") + "\\fR [\\fIARG\\fR]..."
+        elif not action.option_strings and action.help is not argparse.SUPPRESS:
             out += " \\fI" + _esc(_metavar(action)) + "\\fR"
+    return out
+
+
+def _commands(parser: argparse.ArgumentParser, prog: str) -> List[str]:
+    """A COMMANDS section for sub-commands (qga-client), empty if none."""
+    out: List[str] = []
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            term = "\\fB" + _esc(name) + "\\fR"
+            for a in sub._actions:
+                if a.help is argparse.SUPPRESS or isinstance(a, argparse._HelpAction):
+                    continue
+                if a.option_strings:
+                    term += " [" + _option_term(a) + "]"
+                else:
+                    mv = _esc(_metavar(a))
+                    if a.nargs == argparse.REMAINDER:
+                        term += " [\\fB\\-\\-\\fR] \\fI" + mv + "\\fR [\\fIARG\\fR]..."
+                    else:
+                        term += " \\fI" + mv + "\\fR"
+            out += [".TP", term]
+            if helps.get(name):
+                out.append(_para(str(helps[name])))
+            described = [a for a in sub._actions
+                         if a.help and a.help is not argparse.SUPPRESS
+                         and not isinstance(a, argparse._HelpAction)]
+            if described:
+                out.append(".RS")
+                for a in described:
+                    out += [".TP", _option_term(a), _para(_expand_help(a, prog))]
+                out.append(".RE")
+    if out:
+        out.insert(0, ".SH COMMANDS")
     return out
 
 
 def _groups(parser: argparse.ArgumentParser) -> Iterable[Tuple[str, Optional[str], List[argparse.Action]]]:
     """(title, description, actions) per argument group, in --help order."""
     for group in parser._action_groups:
-        actions = [a for a in group._group_actions if a.help is not argparse.SUPPRESS]
+        actions = [a for a in group._group_actions
+                   if a.help is not argparse.SUPPRESS and not isinstance(a, argparse._SubParsersAction)]
         if actions:
             yield group.title or "options", group.description, actions
 
@@ -174,6 +215,29 @@ side of the channel unrestricted access to the guest as root.  Use
 )
 
 
+#: Static prose for qga-client(1).
+CLIENT_SECTIONS: Sequence[Tuple[str, str]] = (
+    ("HANDSHAKE AND TIMEOUTS", r"""
+After connecting, the client sends a 0xFF byte (which resets the agent's
+parser) and \fBguest\-sync\-delimited\fR with a random id, discards
+everything up to the agent's 0xFF delimiter and waits for the matching
+reply.  Every request carries an id and stale replies are skipped.  No wait
+is unbounded: the handshake and every reply are limited by \fB\-\-timeout\fR.
+"""),
+    ("EXAMPLES", r"""
+.nf
+qga\-client \-s /run/libvirt/qemu/channel/1\-vm/org.qemu.guest_agent.0 ping
+qga\-client \-s SOCK exec \-\- uname \-a
+qga\-client \-s SOCK cat /etc/os\-release
+qga\-client \-s SOCK raw \(aq{"execute":"guest\-get\-time"}\(aq
+.fi
+"""),
+    ("SEE ALSO", r"""
+\fBqemu\-ga\-py\fR(8), \fBvirsh\fR(1) (\fBqemu\-agent\-command\fR)
+"""),
+)
+
+
 def render(parser: argparse.ArgumentParser, section: int = 8,
            extra_sections: Optional[Sequence[Tuple[str, str]]] = None,
            version: Optional[str] = None, date: Optional[str] = None,
@@ -195,6 +259,9 @@ def render(parser: argparse.ArgumentParser, section: int = 8,
         f'.\\" Generated by qga.manpage from the argparse definitions; do not edit.',
         f'.TH "{_esc(prog.upper())}" "{section}" "{date}" '
         f'"{_esc((prog + " " + version) if version else prog)}" "{manual}"',
+        # Paths and option names must not be hyphenated or stretched.
+        ".nh",
+        ".ad l",
         ".SH NAME",
         f"{_esc(prog)} \\- {_para(name_line.rstrip('.'))}",
         ".SH SYNOPSIS",
@@ -205,13 +272,14 @@ def render(parser: argparse.ArgumentParser, section: int = 8,
     out.append(".SH OPTIONS")
     for title, description, actions in _groups(parser):
         if title.lower() not in ("options", "optional arguments", "positional arguments"):
-            out.append(f'.SS "{_esc(title[:1].upper() + title[1:])}"')
+            out.append(f'.SS "{_esc(title)}"')
         if description:
             out += [".PP", _para(description)]
         for action in actions:
             out += [".TP", _option_term(action)]
             if action.help:
                 out.append(_para(_expand_help(action, prog)))
+    out += _commands(parser, prog)
     for title, body in (EXTRA_SECTIONS if extra_sections is None else extra_sections):
         out.append(f".SH {title}")
         out.append(body.strip("\n"))
@@ -221,15 +289,24 @@ def render(parser: argparse.ArgumentParser, section: int = 8,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m qga.manpage [-o FILE]``: write qemu-ga-py(8)."""
+    """``python -m qga.manpage [--page qga-client] [-o FILE]``: write a man page."""
     ap = argparse.ArgumentParser(prog="python -m qga.manpage",
                                  description="Write the qemu-ga-py(8) man page (roff) to stdout.")
     ap.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    ap.add_argument("--page", choices=["qemu-ga-py", "qga-client"], default="qemu-ga-py",
+                    help="which page: qemu-ga-py(8) (default) or qga-client(1)")
     opts = ap.parse_args(argv)
     from qga import __version__
-    from qga.cli import build_parser  # the single source of truth for the options
 
-    text = render(build_parser(), section=8, version=__version__)
+    if opts.page == "qga-client":
+        from qga.client import build_parser as client_parser
+
+        text = render(client_parser(), section=1, version=__version__,
+                      extra_sections=CLIENT_SECTIONS, manual="User Commands")
+    else:
+        from qga.cli import build_parser  # the single source of truth for the options
+
+        text = render(build_parser(), section=8, version=__version__)
     if opts.output:
         with open(opts.output, "w", encoding="utf-8") as f:
             f.write(text)

@@ -65,7 +65,7 @@ def test_render_standin() -> None:
     assert "(default: virtio\\-serial)" in text
     assert "default /etc/qemu/fsfreeze\\-hook" in text
     assert "one of plain, journal" in text
-    assert '.SS "Extensions"' in text
+    assert '.SS "extensions"' in text
     assert "secret" not in text
     assert groff_warnings(text) == ""
     plain = formatted(text)
@@ -117,3 +117,22 @@ def test_module_entry_point() -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith('.\\" Generated')
     assert ".SH OPTIONS" in res.stdout
+
+
+def test_client_page_documents_every_subcommand() -> None:
+    from qga.client import build_parser
+
+    res = subprocess.run([sys.executable, "-m", "qga.manpage", "--page", "qga-client"], capture_output=True,
+                         text=True, cwd=str(REPO), timeout=60)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert '.TH "QGA\\-CLIENT" "1"' in text
+    assert groff_warnings(text) == ""
+    plain = formatted(text)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert ".SH COMMANDS" in text
+    for name in sub.choices:
+        assert re.search(r"^ {7}" + re.escape(name) + r"\b", plain, re.M), name
+    assert "exec [--timeout=SECS] [--] CMD [ARG]..." in plain
+    for opt in ("--socket", "--timeout", "--json"):
+        assert opt in plain

@@ -84,7 +84,7 @@ def test_rpmbuild_contents(built: Built) -> None:
                  "/usr/lib/udev/rules.d/99-qemu-ga-py.rules",
                  "/etc/sysconfig/qemu-ga-py", "/etc/qemu/qemu-ga.conf",
                  "/etc/qemu/fsfreeze-hook", "/etc/qemu/fsfreeze-hook.d",
-                 "/usr/share/man/man8/qemu-ga-py.8.gz",
+                 "/usr/share/man/man8/qemu-ga-py.8.gz", "/usr/share/man/man1/qga-client.1.gz",
                  f"/{SITELIB}/qga/__init__.py", f"/{SITELIB}/qga/sdnotify.py",
                  f"/{SITELIB}/qga/client.py", f"/{SITELIB}/qga/cli.py"):
         assert path in files, path
