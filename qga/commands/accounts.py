@@ -1,1 +1,82 @@
-"""(being written)"""
+"""Account credentials: guest-set-user-password and guest-ssh-*-authorized-keys."""
+from __future__ import annotations
+
+import pwd
+from typing import Any, Dict, List, Optional, Sequence
+
+from qga.b64 import decode_b64
+from qga.context import Context
+from qga.errors import QgaError
+from qga.linux.authkeys import UserSsh, read_or_none
+from qga.linux.helpers import run_helper
+from qga.registry import command
+
+#: Overridable by tests: chpasswd is looked up in PATH, as qemu-ga does.
+CHPASSWD = "chpasswd"
+
+
+@command("guest-set-user-password", group="user-auth",
+         args={"username": "str", "password": "str", "crypted": "bool"}, audit=True)
+def set_user_password(ctx: Context, username: str, password: str, crypted: bool) -> None:
+    """Set a password through chpasswd's stdin (never on a command line)."""
+    ctx.audit("guest-set-user-password called", username=username, crypted=crypted)
+    raw = decode_b64(password)
+    raw = raw.split(b"\0", 1)[0]  # qemu-ga handles it as a C string
+    if b"\n" in raw:
+        raise QgaError("forbidden characters in raw password")
+    if "\n" in username or ":" in username:
+        raise QgaError("forbidden characters in username")
+    argv = [CHPASSWD] + (["-e"] if crypted else [])
+    run_helper(argv, "set user password", input=username.encode() + b":" + raw + b"\n")
+
+
+def _lookup(username: str) -> UserSsh:
+    try:
+        pw = pwd.getpwnam(username)
+    except (KeyError, ValueError):
+        # glib reports errno, which getpwnam_r leaves at 0 for "no such user".
+        raise QgaError(f"failed to lookup user '{username}': Success") from None
+    return UserSsh(pw.pw_dir, pw.pw_uid, pw.pw_gid)
+
+
+def _check_keys(keys: Sequence[str]) -> None:
+    for key in keys:
+        if key.startswith("#") or "\n" in key:
+            raise QgaError(f"invalid OpenSSH public key: '{key}'")
+
+
+@command("guest-ssh-get-authorized-keys", group="user-auth", args={"username": "str"})
+def ssh_get_authorized_keys(ctx: Context, username: str) -> Dict[str, Any]:
+    """Stripped non-comment lines, in reverse file order (as qemu-ga)."""
+    text = _lookup(username).read()
+    keys = [line.strip(" \t\n\v\f\r") for line in text.split("\n")]
+    return {"keys": [k for k in reversed(keys) if k and not k.startswith("#")]}
+
+
+@command("guest-ssh-add-authorized-keys", group="user-auth",
+         args={"username": "str", "keys": ["str"], "*reset": "bool"}, audit=True)
+def ssh_add_authorized_keys(ctx: Context, username: str, keys: List[str], reset: bool = False) -> None:
+    """Append keys not already present as exact lines (``reset``: replace all)."""
+    _check_keys(keys)
+    user = _lookup(username)
+    ctx.audit("guest-ssh-add-authorized-keys called", username=username, count=len(keys), reset=reset)
+    text: Optional[str] = None if reset else read_or_none(user)
+    lines = text.split("\n") if text is not None else []
+    for key in keys:
+        if key not in lines:
+            lines.append(key)
+    user.write("\n".join(lines), create_dir=text is None)
+
+
+@command("guest-ssh-remove-authorized-keys", group="user-auth",
+         args={"username": "str", "keys": ["str"]}, audit=True)
+def ssh_remove_authorized_keys(ctx: Context, username: str, keys: List[str]) -> None:
+    """Drop every line equal to one of ``keys``; a missing file is success."""
+    _check_keys(keys)
+    user = _lookup(username)
+    ctx.audit("guest-ssh-remove-authorized-keys called", username=username, count=len(keys))
+    if not user.exists():
+        return
+    lines = user.read().split("\n")
+    remove = set(keys)
+    user.write("\n".join(line for line in lines if line not in remove), create_dir=False)

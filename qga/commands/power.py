@@ -1,1 +1,49 @@
-"""(being written)"""
+"""guest-shutdown and guest-suspend-{disk,ram,hybrid}: no reply on success."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from qga.context import Context
+from qga.linux import power
+from qga.registry import command
+
+#: Overridable by tests: where the programs and /sys/power/state are.
+PATHS = power.PowerPaths()
+
+_LINUX = sys.platform.startswith("linux")
+
+
+@command("guest-shutdown", group="system-control", args={"*mode": "str"},
+         success_response=False, audit=True)
+def shutdown(ctx: Context, mode: Optional[str] = None) -> None:
+    """Power down (default), halt or reboot the guest."""
+    mode = "powerdown" if mode is None else mode
+    ctx.audit("guest-shutdown called", mode=mode)
+    power.shutdown(mode, PATHS)
+
+
+def _suspend(ctx: Context, mode: str) -> None:
+    ctx.audit(f"guest-suspend-{mode} called")
+    power.suspend(mode, PATHS)
+
+
+@command("guest-suspend-disk", group="system-control", success_response=False, audit=True,
+         available=lambda: _LINUX)
+def suspend_disk(ctx: Context) -> None:
+    """Hibernate (suspend to disk)."""
+    _suspend(ctx, "disk")
+
+
+@command("guest-suspend-ram", group="system-control", success_response=False, audit=True,
+         available=lambda: _LINUX)
+def suspend_ram(ctx: Context) -> None:
+    """Suspend to RAM."""
+    _suspend(ctx, "ram")
+
+
+@command("guest-suspend-hybrid", group="system-control", success_response=False, audit=True,
+         available=lambda: _LINUX)
+def suspend_hybrid(ctx: Context) -> None:
+    """Hybrid sleep (systemd or pm-utils only)."""
+    _suspend(ctx, "hybrid")

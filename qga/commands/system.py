@@ -1,1 +1,79 @@
-"""(being written)"""
+"""Time, identity and load: guest-get-time, guest-set-time, guest-get-timezone,
+guest-get-host-name, guest-get-osinfo, guest-get-users, guest-get-load."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Dict, List, Optional
+
+from qga.context import Context
+from qga.errors import QgaError
+from qga.linux import clock, osrelease, utmp
+from qga.registry import command
+
+#: Overridable by tests (the readers take the path as a parameter).
+UTMP_PATH = utmp.DEFAULT_PATH
+OS_RELEASE_PATHS = osrelease.DEFAULT_PATHS
+
+
+@command("guest-get-time", group="info", inline=True)
+def get_time(ctx: Context) -> int:
+    """CLOCK_REALTIME in ns, microsecond resolution (the last 3 digits are 000)."""
+    return clock.now_ns()
+
+
+@command("guest-set-time", group="system-control", args={"*time": "int"}, audit=True)
+def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (wire name)
+    """Set the clock to ``time`` and write it to the RTC, or without ``time``
+    set the clock from the RTC (libvirt's ``domtime --sync``)."""
+    ctx.audit("guest-set-time called", time=time)
+    if time is not None:
+        clock.check_time(time)
+        clock.set_system_time(time)
+    # 10.2: hwclock runs after the clock was set, so its failure is reported
+    # with the system clock already changed.
+    clock.sync_hwclock(to_rtc=time is not None)
+
+
+@command("guest-get-timezone", group="info", inline=True)
+def get_timezone(ctx: Context) -> Dict[str, Any]:
+    """Abbreviation and UTC offset (seconds east) of the local zone, now."""
+    now = time.localtime()
+    result: Dict[str, Any] = {}
+    if now.tm_zone:
+        result["zone"] = now.tm_zone
+    result["offset"] = now.tm_gmtoff
+    return result
+
+
+@command("guest-get-host-name", group="info", inline=True)
+def get_host_name(ctx: Context) -> Dict[str, str]:
+    """gethostname(), not cached; ``localhost`` if it fails."""
+    try:
+        name = socket.gethostname()
+    except OSError:
+        name = "localhost"
+    return {"host-name": name}
+
+
+@command("guest-get-osinfo", group="info")
+def get_osinfo(ctx: Context) -> Dict[str, str]:
+    """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
+    return osrelease.osinfo(paths=OS_RELEASE_PATHS)
+
+
+@command("guest-get-users", group="info")
+def get_users(ctx: Context) -> List[Dict[str, Any]]:
+    """Logged-in users from utmp: one entry per user, earliest login time."""
+    return utmp.logged_in_users(UTMP_PATH)
+
+
+@command("guest-get-load", group="info", inline=True, available=lambda: hasattr(os, "getloadavg"))
+def get_load(ctx: Context) -> Dict[str, float]:
+    """1, 5 and 15 minute load averages."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError as exc:
+        raise QgaError(f"cannot query load average: {os.strerror(exc.errno or 0)}") from None
+    return {"load1m": one, "load5m": five, "load15m": fifteen}

@@ -1,0 +1,58 @@
+"""System clock and RTC (guest-get-time / guest-set-time)."""
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from typing import Optional
+
+from qga.errors import QgaError
+from qga.linux.helpers import run_helper
+
+HWCLOCK = "/sbin/hwclock"
+NSEC = 1_000_000_000
+
+
+def now_ns() -> int:
+    """CLOCK_REALTIME at microsecond resolution, in ns (gettimeofday semantics)."""
+    return time.time_ns() // 1000 * 1000
+
+
+def check_time(time_ns: int) -> None:
+    """Validate a guest-set-time argument as qemu-ga does (before touching the clock).
+
+    The division truncates toward zero, so small negative values pass here
+    and fail later in settimeofday() with EINVAL, as in qemu-ga.
+    """
+    sec = _trunc_div(time_ns, NSEC)
+    if not -(1 << 63) <= sec < 1 << 63:  # cannot happen with a 64-bit time_t
+        raise QgaError(f"Time {time_ns} is too large")
+    try:
+        year = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).year
+    except (OverflowError, OSError, ValueError):
+        year = -1
+    if not 1970 <= year < 2070:
+        raise QgaError("Invalid time")
+
+
+def _trunc_div(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def set_system_time(time_ns: int) -> None:
+    """settimeofday(sec, usec) with C's truncating split; negative parts are EINVAL."""
+    sec = _trunc_div(time_ns, NSEC)
+    usec = _trunc_div(time_ns - sec * NSEC, 1000)
+    try:
+        if sec < 0 or usec < 0:
+            raise OSError(22, os.strerror(22))
+        time.clock_settime_ns(time.CLOCK_REALTIME, sec * NSEC + usec * 1000)
+    except OSError as exc:
+        raise QgaError(f"Failed to set time to guest: {os.strerror(exc.errno or 0)}") from None
+
+
+def sync_hwclock(to_rtc: bool, hwclock: Optional[str] = None) -> None:
+    """``hwclock -w`` (system time to RTC) or ``-s`` (RTC to system time)."""
+    run_helper([hwclock or HWCLOCK, "-w" if to_rtc else "-s"], "set hardware clock to system time")

@@ -1,0 +1,83 @@
+"""Running helper programs (shutdown, hwclock, chpasswd, suspend tools).
+
+Two runners, because qemu-ga 10.2 has two:
+
+* :func:`run_helper` is qemu-ga's generic helper runner: the child gets its
+  own session (``setsid``), stdin is a pipe carrying ``input`` (or
+  /dev/null), and stdout and stderr are merged into one captured pipe whose
+  text ends up in the error message.  Used by guest-shutdown, guest-set-time
+  (hwclock), guest-set-user-password (chpasswd) and the fsfreeze hook.
+* :func:`spawn_status` is the suspend code's runner (glib ``g_spawn_sync``
+  with output discarded): it returns the exit status, or -1 when the program
+  is not found in ``PATH``.
+
+Both are plain blocking calls: handlers run in the worker thread.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import subprocess
+from typing import Mapping, Optional, Sequence
+
+from qga.errors import QgaError
+
+
+def _exec_failure_text(program: str, exc: OSError) -> str:
+    """What qemu-ga's child writes to the captured pipe when exec fails."""
+    return f"failed to exec '{program}': {os.strerror(exc.errno or _errno.ENOENT)}\n"
+
+
+def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None,  # noqa: A002
+               *, env: Optional[Mapping[str, str]] = None,
+               timeout: Optional[float] = None) -> None:
+    """Run ``argv`` to completion; raise :class:`QgaError` unless it exits 0.
+
+    ``action`` completes qemu-ga's texts: ``child process has failed to
+    <action>: <output>`` (or ``: exit status N`` when the child printed
+    nothing) and ``child process has terminated abnormally[: <output>]``.
+    ``argv[0]`` without a slash is looked up in ``PATH`` (of ``env`` if given).
+    ``timeout`` (seconds) kills a hung helper and reports it as abnormal
+    termination.  The API is shared with the fsfreeze-hook runner: keep it.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, env=dict(env) if env is not None else None)
+    except OSError as exc:
+        # qemu-ga forks first; the child reports the exec failure on the
+        # captured pipe and exits 1, which the parent turns into this text.
+        raise QgaError(f"child process has failed to {action}: "
+                       f"{_exec_failure_text(argv[0], exc)}") from None
+    try:
+        out, _ = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    text = out.decode("utf-8", "replace") if out else ""
+    status = proc.returncode
+    if status < 0:
+        raise QgaError("child process has terminated abnormally" + (f": {text}" if text else ""))
+    if status != 0:
+        raise QgaError(f"child process has failed to {action}: " + (text or f"exit status {status}"))
+
+
+def spawn_status(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None) -> int:
+    """Exit status of ``argv`` (output discarded), -1 if the program is not found.
+
+    Other spawn failures raise ``failed to create child process, error '…'``
+    with glib's message.  A child killed by a signal counts as status
+    128+signal (glib's WEXITSTATUS would report 0, i.e. success).
+    """
+    try:
+        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, close_fds=True,
+                              env=dict(env) if env is not None else None)
+    except FileNotFoundError:
+        return -1
+    except OSError as exc:
+        raise QgaError("failed to create child process, error "
+                       f"'Failed to execute child process “{argv[0]}” ({os.strerror(exc.errno or 0)})'") from None
+    status = proc.returncode
+    return 128 - status if status < 0 else status

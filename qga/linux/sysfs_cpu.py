@@ -1,0 +1,96 @@
+"""vCPU online state in sysfs (guest-get-vcpus / guest-set-vcpus).
+
+Everything takes the cpu directory as a parameter so tests can run against a
+copied tree; error texts are qemu-ga 10.2's with that directory substituted.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import Any, Dict, List, Mapping, Sequence
+
+from qga.errors import QgaError, os_error
+
+DEFAULT_DIR = "/sys/devices/system/cpu"
+# sscanf("cpu%ld"): "cpu", optional blanks and sign, digits; the rest is ignored.
+_CPU_NAME = re.compile(r"cpu[ \t\n\v\f\r]*([+-]?\d+)")
+
+
+def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
+    """Read (``read``) or apply the state of one vCPU, as qemu-ga's transfer_vcpu."""
+    logical_id = vcpu["logical-id"]
+    dirpath = f"{sysfs_cpu}/cpu{logical_id}/"
+    try:
+        dirfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise os_error(f"Could not open '{dirpath}'", exc, dirpath) from None
+    try:
+        try:
+            fd = os.open("online", (os.O_RDONLY if read else os.O_RDWR) | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise os_error(f"could not open {dirpath}/online", exc, dirpath) from None
+            # No "online" file (typically cpu0): always online, cannot go offline.
+            if read:
+                vcpu["online"] = True
+                vcpu["can-offline"] = False
+            elif not vcpu["online"]:
+                raise QgaError(f"logical processor #{logical_id} can't be offlined") from None
+            return
+        try:
+            try:
+                status = os.pread(fd, 1, 0)
+            except OSError as exc:
+                raise os_error(f'pread("{dirpath}/online")', exc) from None
+            if not status:
+                raise QgaError(f'pread("{dirpath}/online"): unexpected EOF')
+            online_now = status != b"0"
+            if read:
+                vcpu["online"] = online_now
+                vcpu["can-offline"] = True
+            elif vcpu["online"] != online_now:
+                try:
+                    os.pwrite(fd, b"1" if vcpu["online"] else b"0", 0)
+                except OSError as exc:
+                    raise os_error(f'pwrite("{dirpath}/online")', exc) from None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dirfd)
+
+
+def read_vcpus(sysfs_cpu: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
+    """GuestLogicalProcessor list in directory order (unsorted, as qemu-ga)."""
+    try:
+        names = os.listdir(sysfs_cpu)
+    except OSError as exc:
+        raise os_error(f"failed to list entries: {sysfs_cpu}", exc, sysfs_cpu) from None
+    result: List[Dict[str, Any]] = []
+    for name in names:
+        match = _CPU_NAME.match(name)
+        if not match:
+            continue
+        # Schema member order: logical-id, online, can-offline.
+        vcpu: Dict[str, Any] = {"logical-id": int(match.group(1)), "online": True}
+        _transfer(sysfs_cpu, vcpu, read=True)
+        result.append(vcpu)
+    return result
+
+
+def set_vcpus(vcpus: Sequence[Mapping[str, Any]], sysfs_cpu: str = DEFAULT_DIR) -> int:
+    """Apply requests in order, stop at the first failure; the count processed.
+
+    The error is raised only when the very first entry fails; after that the
+    partial count is returned (the host resends the rest), as in qemu-ga.
+    """
+    processed = 0
+    for request in vcpus:
+        try:
+            _transfer(sysfs_cpu, dict(request), read=False)
+        except QgaError:
+            if processed == 0:
+                raise
+            break
+        processed += 1
+    return processed
