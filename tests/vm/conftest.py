@@ -1,0 +1,139 @@
+"""Fixtures for the real-VM tier (``-m vm``).
+
+One session guest per agent serves the read-only and self-restoring tests;
+shutdown/reboot/suspend tests get fresh guests from ``guest_factory``. When the
+host cannot run QEMU at all the whole tier is skipped with the reason, and the
+reason is repeated in a banner in the terminal summary: never a silent pass.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+from tests.vm import scenarios, vmlib
+
+_UNAVAILABLE: List[str] = []
+PY_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_PY_BOOT_TIMEOUT", "90"))
+
+
+def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(pytest.mark.vm)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _UNAVAILABLE:
+        terminalreporter.write_sep("!", "VM TIER SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"the real-VM tests did not run: {_UNAVAILABLE[0]}", red=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    """Attach the guest's console tail to failing VM tests."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for name, val in getattr(item, "funcargs", {}).items():
+            for g in (val if isinstance(val, list) else [val]):
+                if isinstance(g, vmlib.Guest):
+                    rep.sections.append((f"guest {g.name} ({name})", g.diagnostics(80)))
+
+
+@pytest.fixture(scope="session")
+def vm_artifacts() -> vmlib.Artifacts:
+    """Built (or cached) kernel, initramfs and disks; skips the tier loudly if impossible."""
+    reason: Optional[str] = None
+    if os.environ.get("QGA_SKIP_VM") == "1":
+        reason = "disabled by QGA_SKIP_VM=1"
+    else:
+        try:
+            art = vmlib.prepare()
+            vmlib.qemu_smoke_test()
+            return art
+        except vmlib.VMUnavailable as e:
+            reason = str(e)
+    _UNAVAILABLE.append(reason)
+    pytest.skip(f"VM tier unavailable: {reason}")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def guest_factory(vm_artifacts: vmlib.Artifacts) -> Iterator[Callable[..., vmlib.Guest]]:
+    """make(agent, **Guest kwargs) -> a booted fresh guest, destroyed after the test."""
+    made: List[vmlib.Guest] = []
+
+    def make(agent: str, boot_timeout: Optional[float] = None, **kw: Any) -> vmlib.Guest:
+        g = vmlib.Guest(agent, artifacts=vm_artifacts, name=kw.pop("name", f"fresh-{agent}"), **kw)
+        made.append(g)
+        g.boot(timeout=boot_timeout or (PY_BOOT_TIMEOUT if agent == "py" else vmlib.DEFAULT_BOOT_TIMEOUT))
+        return g
+
+    yield make
+    for g in made:
+        g.close()
+
+
+class _Shared:
+    """A session guest that is rebooted if a test killed it."""
+
+    def __init__(self, agent: str, art: vmlib.Artifacts) -> None:
+        self.agent = agent
+        self.art = art
+        self.guest: Optional[vmlib.Guest] = None
+        self.boots = 0
+        self.boot_error: Optional[str] = None
+
+    def get(self) -> vmlib.Guest:
+        g = self.guest
+        if g is not None and g.is_running():
+            try:
+                scenarios.ensure_healthy(g)
+                return g
+            except (vmlib.GuestError, vmlib.AgentError, TimeoutError, EOFError, OSError):
+                pass
+        if g is not None:
+            g.close()
+        if self.boot_error is not None:
+            pytest.fail(f"shared {self.agent} guest could not boot (first error repeated): "
+                        f"{self.boot_error}", pytrace=False)
+        if self.boots >= 3:
+            pytest.fail(f"shared {self.agent} guest died {self.boots} times; giving up")
+        self.boots += 1
+        g = vmlib.Guest(self.agent, artifacts=self.art, name=f"shared-{self.agent}")
+        self.guest = g
+        try:
+            g.boot(timeout=PY_BOOT_TIMEOUT if self.agent == "py" else vmlib.DEFAULT_BOOT_TIMEOUT)
+        except (vmlib.GuestError, TimeoutError, EOFError, OSError) as e:
+            # One boot attempt per session: later tests fail fast with the same reason.
+            self.boot_error = str(e)
+            raise
+        return g
+
+    def close(self) -> None:
+        if self.guest is not None:
+            self.guest.close()
+
+
+@pytest.fixture(scope="session")
+def _shared_guests(vm_artifacts: vmlib.Artifacts) -> Iterator[Dict[str, _Shared]]:
+    shared = {"c": _Shared("c", vm_artifacts), "py": _Shared("py", vm_artifacts)}
+    yield shared
+    for s in shared.values():
+        s.close()
+
+
+@pytest.fixture
+def ref_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
+    """The shared guest running Debian's qemu-ga 7.2, resynchronised."""
+    return _shared_guests["c"].get()
+
+
+@pytest.fixture
+def py_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
+    """The shared guest running qemu-ga-py, resynchronised."""
+    return _shared_guests["py"].get()
