@@ -1,1 +1,81 @@
-"""(being written)"""
+"""guest-network-get-interfaces and guest-network-get-route.
+
+Interfaces follow getifaddrs() order (see :mod:`qga.linux.netif` for why
+rtnetlink is read directly).  Beyond qemu-ga: ``interface_exclude`` globs in
+the config hide interfaces (``veth*``, ``docker*``; a label ``docker0:1`` is
+hidden by a glob matching ``docker0`` too), and a link without any hardware
+address (tun, wireguard) has no ``hardware-address`` instead of qemu-ga's
+``00:00:00:00:00:00``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import socket
+import sys
+from typing import Any, Dict, List, Sequence
+
+from qga.context import Context
+from qga.errors import QgaError, strerror
+from qga.linux import netif
+from qga.linux.routes import read_routes
+from qga.registry import command
+
+log = logging.getLogger(__name__)
+
+_TYPES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+
+
+def _on_linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def _excluded(name: str, globs: Sequence[str]) -> bool:
+    base = name.split(":", 1)[0]
+    return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(base, g) for g in globs)
+
+
+def build_interfaces(links: List[netif.Link], addrs: List[netif.Address],
+                     stats: Dict[str, Dict[str, int]], exclude: Sequence[str] = ()) -> List[Dict[str, Any]]:
+    """GuestNetworkInterface list (schema member order) from parsed dumps."""
+    entries, by_index = netif.group_interfaces(links, addrs)
+    result: List[Dict[str, Any]] = []
+    for entry in entries:
+        if exclude and _excluded(entry.name, exclude):
+            continue
+        try:
+            out: Dict[str, Any] = {"name": entry.name}
+            link = by_index.get(entry.link_index)
+            if link is not None and link.hwaddr is not None:
+                out["hardware-address"] = netif.format_mac(link.hwaddr)
+            if entry.addresses:
+                out["ip-addresses"] = [
+                    {"ip-address": socket.inet_ntop(family, packed),
+                     "ip-address-type": _TYPES[family], "prefix": prefix}
+                    for family, packed, prefix in entry.addresses]
+                if entry.name in stats:
+                    out["statistics"] = dict(stats[entry.name])
+        except (ValueError, OSError) as exc:  # one bad interface must not hide the others
+            log.warning("guest-network-get-interfaces: skipping %s: %s", entry.name, exc)
+            continue
+        result.append(out)
+    return result
+
+
+@command("guest-network-get-interfaces", group="info", available=_on_linux)
+def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
+    """Interfaces, their MAC, IP addresses and counters."""
+    try:
+        links, addrs = netif.dump_links_and_addresses()
+    except OSError as exc:
+        raise QgaError(f"getifaddrs failed: {strerror(exc.errno or 0)}") from None
+    # Counters are only reported for interfaces that have an address.
+    stats = netif.read_net_dev() if addrs else {}
+    exclude = list(ctx.config_value("interface_exclude", []) or [])
+    return build_interfaces(links, addrs, stats, exclude)
+
+
+@command("guest-network-get-route", group="info", available=_on_linux)
+def get_route(ctx: Context) -> List[Dict[str, Any]]:
+    """IPv4 then IPv6 routes from /proc/net."""
+    return read_routes()

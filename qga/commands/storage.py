@@ -1,1 +1,93 @@
-"""(being written)"""
+"""guest-get-fsinfo, guest-get-disks, guest-get-diskstats.
+
+Thin handlers over :mod:`qga.linux.blockdev`, :mod:`qga.linux.disks` and
+:mod:`qga.linux.diskstats`.  Beyond qemu-ga: a sysfs error on one mount is
+logged and that entry keeps what could be read (qemu-ga fails the whole
+command), and statvfs is time-bounded so a hung filesystem cannot wedge the
+agent (see :mod:`qga.linux.fsstat`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from qga.context import Context
+from qga.errors import QgaError, strerror
+from qga.linux import nvme
+from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
+from qga.linux.diskstats import read_diskstats
+from qga.linux.disks import list_disks
+from qga.linux.fsstat import DEFAULT_TIMEOUT, BoundedStatvfs
+from qga.linux.mounts import Mount, list_mounts
+from qga.registry import command
+
+log = logging.getLogger(__name__)
+
+_U64 = (1 << 64) - 1
+
+
+def _on_linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def _statvfs(ctx: Context) -> BoundedStatvfs:
+    timeout = float(ctx.config_value("statvfs_timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT)
+    return ctx.store("storage.statvfs", lambda: BoundedStatvfs(timeout))
+
+
+def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) -> Dict[str, Any]:
+    """One GuestFilesystemInfo (schema member order); ``st`` None omits the byte counts."""
+    info = DeviceInfo()
+    devpath = "%s/dev/block/%d:%d" % (sysfs.root, mount.devmajor, mount.devminor)
+    try:
+        sysfs.walk(devpath, info)
+    except SysfsError as exc:  # qemu-ga fails the whole command here
+        log.warning("guest-get-fsinfo: %s: %s (disk list may be incomplete)", mount.dirname, exc.desc)
+    entry: Dict[str, Any] = {
+        "name": info.name or "%d:%d" % (mount.devmajor, mount.devminor),
+        "mountpoint": mount.dirname,
+        "type": mount.devtype,
+    }
+    if st is not None:
+        used = (st.f_blocks - st.f_bfree) & _U64
+        entry["used-bytes"] = (used * st.f_frsize) & _U64
+        entry["total-bytes"] = ((used + st.f_bavail) * st.f_frsize) & _U64
+        entry["total-bytes-privileged"] = (st.f_blocks * st.f_frsize) & _U64
+    entry["disk"] = info.disks
+    return entry
+
+
+@command("guest-get-fsinfo", group="info", available=_on_linux)
+def get_fsinfo(ctx: Context) -> List[Dict[str, Any]]:
+    """Mounted block filesystems in reverse mount order, with their disks."""
+    try:
+        mounts = list_mounts()
+    except OSError:
+        raise QgaError("failed to open mtab file: '/proc/self/mounts'") from None
+    mounts.reverse()
+    sysfs = Sysfs()
+    stats = _statvfs(ctx).statvfs_many([m.dirname for m in mounts])
+    result: List[Dict[str, Any]] = []
+    for mount in mounts:
+        try:
+            result.append(fsinfo_entry(sysfs, mount, stats.get(mount.dirname)))
+        except Exception:  # never let one mount hide the others
+            log.exception("guest-get-fsinfo: skipping %s", mount.dirname)
+    return result
+
+
+@command("guest-get-disks", group="info", available=_on_linux)
+def get_disks(ctx: Context) -> List[Dict[str, Any]]:
+    """Disks and partitions from /sys/block (reverse discovery order)."""
+    try:
+        return list_disks(smart=nvme.read_smart)
+    except OSError as exc:
+        raise QgaError(f'Can\'t open directory "/sys/block": {strerror(exc.errno or 0)}') from None
+
+
+@command("guest-get-diskstats", group="info", available=_on_linux)
+def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
+    """Every /proc/diskstats line."""
+    return read_diskstats()

@@ -1,0 +1,80 @@
+"""``/proc/diskstats`` as ``guest-get-diskstats`` reports it.
+
+Every line counts (loops, partitions, dm); the number of fields decides which
+counters are present: 7 (legacy partition lines: 4 counters), 14+ (the 11
+classic counters), 18+ (discard), 20 (flush).  Lines with fewer than 7 fields
+are skipped, like qemu-ga's sscanf.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, List, Tuple
+
+from qga.errors import QgaError, strerror
+
+# (field index, member) for each format; indices count major, minor and name.
+_LEGACY: Tuple[Tuple[int, str], ...] = (
+    (3, "read-ios"), (4, "read-sectors"), (5, "write-ios"), (6, "write-sectors"))
+_CLASSIC: Tuple[Tuple[int, str], ...] = (
+    (3, "read-ios"), (4, "read-merges"), (5, "read-sectors"), (6, "read-ticks"),
+    (7, "write-ios"), (8, "write-merges"), (9, "write-sectors"), (10, "write-ticks"),
+    (11, "ios-pgr"), (12, "total-ticks"), (13, "weight-ticks"))
+_DISCARD: Tuple[Tuple[int, str], ...] = (
+    (14, "discard-ios"), (15, "discard-merges"), (16, "discard-sectors"), (17, "discard-ticks"))
+_FLUSH: Tuple[Tuple[int, str], ...] = ((18, "flush-ios"), (19, "flush-ticks"))
+
+#: GuestDiskStats members in schema order (the order the dict is built in).
+SCHEMA_ORDER = (
+    "read-sectors", "read-ios", "read-merges", "write-sectors", "write-ios", "write-merges",
+    "discard-sectors", "discard-ios", "discard-merges", "flush-ios", "read-ticks",
+    "write-ticks", "discard-ticks", "flush-ticks", "ios-pgr", "total-ticks", "weight-ticks")
+_RANK = {name: i for i, name in enumerate(SCHEMA_ORDER)}
+
+
+def _numeric_prefix(fields: List[str]) -> int:
+    """How many leading fields sscanf would convert (major, minor, name, numbers...)."""
+    n = 0
+    for i, text in enumerate(fields[:20]):
+        if i != 2 and not text.isdigit():
+            break
+        n += 1
+    return n
+
+
+@functools.lru_cache(maxsize=None)
+def _picks(n: int) -> Tuple[Tuple[int, str], ...]:
+    """The (field, member) pairs present for a line of ``n`` fields, schema-ordered."""
+    picks: List[Tuple[int, str]] = []
+    if n == 7:
+        picks.extend(_LEGACY)
+    if n >= 14:
+        picks.extend(_CLASSIC)
+    if n >= 18:
+        picks.extend(_DISCARD)
+    if n >= 20:
+        picks.extend(_FLUSH)
+    return tuple(sorted(picks, key=lambda p: _RANK[p[1]]))
+
+
+def parse_diskstats(text: str) -> List[Dict[str, Any]]:
+    """GuestDiskStatsInfo entries in file order."""
+    result: List[Dict[str, Any]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        n = _numeric_prefix(fields)
+        if n < 7:
+            continue
+        stats = {name: int(fields[i]) for i, name in _picks(n)}
+        result.append({"name": fields[2], "major": int(fields[0]), "minor": int(fields[1]),
+                       "stats": stats})
+    return result
+
+
+def read_diskstats(path: str = "/proc/diskstats") -> List[Dict[str, Any]]:
+    """Parse the file; ``Could not open '<path>': <strerror>`` when unreadable (10.2)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as exc:
+        raise QgaError(f"Could not open '{path}': {strerror(exc.errno or 0)}") from None
+    return parse_diskstats(text)
