@@ -1,8 +1,8 @@
-"""qga-client / AgentClient against the real C agent and against misbehaving fakes.
+"""qga-client / AgentClient against real agents and against misbehaving fakes.
 
-The C agent (Debian's qemu-guest-agent, /usr/sbin/qemu-ga) is the reference
-peer until our own agent exists; if it is missing these tests FAIL (CI must
-install the package), they are not skipped.
+Real peers: the C agent (Debian's qemu-guest-agent, /usr/sbin/qemu-ga; if it
+is missing these tests FAIL -- CI must install the package -- they are not
+skipped) and our own qemu-ga-py (`python -m qga`).
 """
 from __future__ import annotations
 
@@ -42,24 +42,34 @@ def _short_tmp(tmp_path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="qgac-"))
 
 
-@pytest.fixture
-def c_agent(tmp_path: Path) -> Iterator[str]:
-    """Start the C qemu-ga on a unix-listen socket; yield the socket path."""
-    if not (os.path.isfile(QEMU_GA) and os.access(QEMU_GA, os.X_OK)):
-        pytest.fail(f"{QEMU_GA} not found: install the Debian package qemu-guest-agent")
+@pytest.fixture(params=["qemu-ga", "qemu-ga-py"])
+def c_agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Start an agent on a unix-listen socket; yield the socket path.
+
+    Both the C qemu-ga (the reference) and ours: the client must work with each.
+    """
     base = _short_tmp(tmp_path)
     sock = base / "agent.sock"
     state = base / "state"
     state.mkdir()
-    proc = subprocess.Popen([QEMU_GA, "-m", "unix-listen", "-p", str(sock), "-t", str(state)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if request.param == "qemu-ga":
+        if not (os.path.isfile(QEMU_GA) and os.access(QEMU_GA, os.X_OK)):
+            pytest.fail(f"{QEMU_GA} not found: install the Debian package qemu-guest-agent")
+        cmd = [QEMU_GA]
+    else:
+        cmd = [sys.executable, "-m", "qga"]
+    # Log to a file, not a pipe nobody reads (a full pipe would block the agent).
+    log_path = base / "agent.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd + ["-m", "unix-listen", "-p", str(sock), "-t", str(state)],
+                            stdout=subprocess.DEVNULL, stderr=log, cwd=str(REPO))
     try:
         deadline = time.monotonic() + 10
         while not sock.exists():
             if proc.poll() is not None:
-                pytest.fail(f"qemu-ga exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                pytest.fail(f"{request.param} exited: {log_path.read_text(errors='replace')}")
             if time.monotonic() > deadline:
-                pytest.fail("qemu-ga did not create its socket within 10 s")
+                pytest.fail(f"{request.param} did not create its socket within 10 s")
             time.sleep(0.02)
         yield str(sock)
     finally:
@@ -69,6 +79,7 @@ def c_agent(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
         if base != tmp_path:
             shutil.rmtree(base, ignore_errors=True)
 
