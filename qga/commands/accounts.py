@@ -4,7 +4,7 @@ from __future__ import annotations
 import pwd
 from typing import Any, Dict, List, Optional, Sequence
 
-from qga.b64 import decode_b64
+from qga.linux import qbase64
 from qga.context import Context
 from qga.errors import QgaError
 from qga.linux.authkeys import UserSsh, read_or_none
@@ -20,7 +20,7 @@ CHPASSWD = "chpasswd"
 def set_user_password(ctx: Context, username: str, password: str, crypted: bool) -> None:
     """Set a password through chpasswd's stdin (never on a command line)."""
     ctx.audit("guest-set-user-password called", username=username, crypted=crypted)
-    raw = decode_b64(password)
+    raw = qbase64.decode(password)
     raw = raw.split(b"\0", 1)[0]  # qemu-ga handles it as a C string
     if b"\n" in raw:
         raise QgaError("forbidden characters in raw password")

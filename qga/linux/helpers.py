@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import signal
 import subprocess
 from typing import Mapping, Optional, Sequence
 
@@ -37,8 +38,8 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
     <action>: <output>`` (or ``: exit status N`` when the child printed
     nothing) and ``child process has terminated abnormally[: <output>]``.
     ``argv[0]`` without a slash is looked up in ``PATH`` (of ``env`` if given).
-    ``timeout`` (seconds) kills a hung helper and reports it as abnormal
-    termination.  The API is shared with the fsfreeze-hook runner: keep it.
+    ``timeout`` (seconds) kills a hung helper's whole session (an extension:
+    qemu-ga waits forever).  The API is shared with the fsfreeze-hook runner: keep it.
     """
     try:
         proc = subprocess.Popen(
@@ -53,8 +54,10 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
     try:
         out, _ = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
+        # The child leads its own session: kill whatever it started too.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise QgaError(f"child process has failed to {action}: timed out after {timeout:g} seconds") from None
     text = out.decode("utf-8", "replace") if out else ""
     status = proc.returncode
     if status < 0:

@@ -1,0 +1,211 @@
+"""vCPU, memory-block and cpustats readers/writers on captured trees (copies)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qga.commands import cpu_memory
+from qga.errors import QgaError
+from qga.linux import procstat, sysfs_cpu, sysfs_memory
+from tests.unit.test_system import make_ctx, validate
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture
+def cpu_tree(tmp_path: Path) -> str:
+    """A writable copy of this machine's /sys/devices/system/cpu capture."""
+    dst = tmp_path / "cpu"
+    shutil.copytree(DATA / "sysfs_cpu" / "host", dst)
+    (dst / "cpu2").mkdir()
+    (dst / "cpu2" / "online").write_text("0\n")
+    (dst / "cpu3").mkdir()
+    (dst / "cpu3" / "online").write_text("1\n")
+    return str(dst)
+
+
+@pytest.fixture
+def mem_tree(tmp_path: Path) -> str:
+    dst = tmp_path / "memory"
+    shutil.copytree(DATA / "sysfs_memory" / "host", dst)
+    return str(dst) + "/"
+
+
+# -- vCPUs -------------------------------------------------------------------------
+
+def test_read_vcpus_capture(cpu_tree: str) -> None:
+    vcpus = {v["logical-id"]: v for v in sysfs_cpu.read_vcpus(cpu_tree)}
+    assert set(vcpus) == {0, 1, 2, 3}  # cpufreq, cpuidle, possible... are not cpus
+    assert vcpus[0] == {"logical-id": 0, "online": True, "can-offline": False}  # no online file
+    assert vcpus[2] == {"logical-id": 2, "online": False, "can-offline": True}
+    assert list(vcpus[1]) == ["logical-id", "online", "can-offline"]
+
+
+def test_read_vcpus_directory_order(cpu_tree: str) -> None:
+    expected = [int(n[3:]) for n in os.listdir(cpu_tree) if n[3:].isdigit() and n.startswith("cpu")]
+    assert [v["logical-id"] for v in sysfs_cpu.read_vcpus(cpu_tree)] == expected
+
+
+def test_read_vcpus_errors(tmp_path: Path, cpu_tree: str) -> None:
+    with pytest.raises(QgaError, match="^failed to list entries: .*/nope: No such file or directory$"):
+        sysfs_cpu.read_vcpus(str(tmp_path / "nope"))
+    Path(cpu_tree, "cpu3", "online").write_text("")
+    with pytest.raises(QgaError) as err:
+        sysfs_cpu.read_vcpus(cpu_tree)
+    assert err.value.desc == f'pread("{cpu_tree}/cpu3//online"): unexpected EOF'
+
+
+def test_read_vcpus_live() -> None:
+    vcpus = sysfs_cpu.read_vcpus()
+    assert len(vcpus) == os.cpu_count()
+    assert all(isinstance(v["logical-id"], int) and isinstance(v["online"], bool) for v in vcpus)
+
+
+def test_set_vcpus(cpu_tree: str) -> None:
+    done = sysfs_cpu.set_vcpus([{"logical-id": 2, "online": True}, {"logical-id": 3, "online": False},
+                                {"logical-id": 1, "online": True}], cpu_tree)
+    assert done == 3
+    assert Path(cpu_tree, "cpu2", "online").read_bytes() == b"1\n"   # one byte at offset 0
+    assert Path(cpu_tree, "cpu3", "online").read_bytes() == b"0\n"
+    assert Path(cpu_tree, "cpu1", "online").read_text() == "1\n"     # unchanged, still success
+
+
+def test_set_vcpus_partial_count(cpu_tree: str) -> None:
+    """Stops at the first failure; the error is only reported for the first entry."""
+    assert sysfs_cpu.set_vcpus([{"logical-id": 2, "online": True}, {"logical-id": 0, "online": False},
+                                {"logical-id": 3, "online": False}], cpu_tree) == 1
+    assert Path(cpu_tree, "cpu3", "online").read_text() == "1\n"
+    with pytest.raises(QgaError, match="^logical processor #0 can't be offlined$"):
+        sysfs_cpu.set_vcpus([{"logical-id": 0, "online": False}], cpu_tree)
+    with pytest.raises(QgaError) as err:
+        sysfs_cpu.set_vcpus([{"logical-id": 999, "online": True}], cpu_tree)
+    assert err.value.desc == f"Could not open '{cpu_tree}/cpu999/': No such file or directory"
+    assert sysfs_cpu.set_vcpus([], cpu_tree) == 0
+    assert sysfs_cpu.set_vcpus([{"logical-id": 0, "online": True}], cpu_tree) == 1
+
+
+def test_set_vcpus_handler(tmp_path: Path, cpu_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", cpu_tree)
+    args = validate("guest-set-vcpus", {"vcpus": [{"logical-id": 2, "online": True, "can-offline": False}]})
+    assert cpu_memory.set_vcpus(make_ctx(tmp_path), **args) == 1
+    assert Path(cpu_tree, "cpu2", "online").read_bytes()[:1] == b"1"
+
+
+@pytest.mark.parametrize("args, desc", [
+    ({}, "Parameter 'vcpus' is missing"),
+    ({"vcpus": [{"online": True}]}, "Parameter 'vcpus[0].logical-id' is missing"),
+    ({"vcpus": [{"logical-id": 1, "online": 1}]}, "Invalid parameter type for 'vcpus[0].online', expected: boolean"),
+    ({"vcpus": [{"logical-id": 1, "online": True, "x": 1}]}, "Parameter 'vcpus[0].x' is unexpected"),
+])
+def test_set_vcpus_validation(args: dict, desc: str) -> None:
+    with pytest.raises(QgaError) as err:
+        validate("guest-set-vcpus", args)
+    assert err.value.desc == desc
+
+
+# -- memory blocks -------------------------------------------------------------------
+
+def test_read_memory_blocks_capture(mem_tree: str) -> None:
+    blocks = sysfs_memory.read_memory_blocks(mem_tree)
+    names = sorted(n for n in os.listdir(mem_tree) if n.startswith("memory"))
+    assert sorted(b["phys-index"] for b in blocks) == sorted(int(n[6:]) for n in names)
+    for b in blocks:
+        state = Path(mem_tree, f"memory{b['phys-index']}", "state").read_text()
+        removable = Path(mem_tree, f"memory{b['phys-index']}", "removable").read_text()
+        assert b == {"phys-index": b["phys-index"], "online": state.startswith("online"),
+                     "can-offline": removable[0] != "0"}
+
+
+def test_read_memory_blocks_edge_cases(tmp_path: Path, mem_tree: str) -> None:
+    assert sysfs_memory.read_memory_blocks(str(tmp_path / "absent")) == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QgaError, match="^guest reported zero memory blocks!$"):
+        sysfs_memory.read_memory_blocks(str(tmp_path / "empty"))
+    os.unlink(os.path.join(mem_tree, "memory1", "removable"))
+    os.unlink(os.path.join(mem_tree, "memory2", "state"))
+    blocks = {b["phys-index"]: b for b in sysfs_memory.read_memory_blocks(mem_tree)}
+    assert blocks[1]["can-offline"] is False
+    assert blocks[2] == {"phys-index": 2, "online": True, "can-offline": False}
+
+
+def test_memory_block_info(tmp_path: Path, mem_tree: str) -> None:
+    size = int(Path(mem_tree, "block_size_bytes").read_text(), 16)
+    assert sysfs_memory.read_block_info(mem_tree) == {"size": size}
+    with pytest.raises(QgaError) as err:
+        sysfs_memory.read_block_info(str(tmp_path / "none"))
+    assert err.value.desc == f"Could not open '{tmp_path}/none/': No such file or directory"
+
+
+def test_memory_block_info_live() -> None:
+    assert sysfs_memory.read_block_info()["size"] > 0
+
+
+def test_set_memory_blocks(tmp_path: Path, mem_tree: str) -> None:
+    Path(mem_tree, "memory3", "state").write_text("offline\n")
+    os.unlink(os.path.join(mem_tree, "memory2", "state"))
+    result = sysfs_memory.set_memory_blocks([
+        {"phys-index": 3, "online": True},    # written
+        {"phys-index": 0, "online": True},    # already online: success, no error-code
+        {"phys-index": 999, "online": True},  # no such block
+        {"phys-index": 2, "online": True},    # quirk: no state file, online -> success + errno
+        {"phys-index": 2, "online": False},   # no state file, offline -> not supported
+    ], mem_tree)
+    assert result == [
+        {"phys-index": 3, "response": "success"},
+        {"phys-index": 0, "response": "success"},
+        {"phys-index": 999, "response": "not-found", "error-code": 2},
+        {"phys-index": 2, "response": "success", "error-code": 2},
+        {"phys-index": 2, "response": "operation-not-supported", "error-code": 2},
+    ]
+    assert Path(mem_tree, "memory3", "state").read_text().startswith("online")
+    assert sysfs_memory.set_memory_blocks([{"phys-index": 0, "online": False}], str(tmp_path / "no")) == [
+        {"phys-index": 0, "response": "operation-not-supported", "error-code": 2}]
+
+
+def test_set_memory_blocks_write_failure(mem_tree: str) -> None:
+    state = Path(mem_tree, "memory4", "state")
+    state.unlink()
+    state.mkdir()  # reading a directory fails with EISDIR
+    assert sysfs_memory.set_memory_blocks([{"phys-index": 4, "online": False}], mem_tree) == [
+        {"phys-index": 4, "response": "operation-failed", "error-code": 21}]
+
+
+def test_set_memory_blocks_handler(tmp_path: Path, mem_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_memory, "SYSFS_MEMORY", mem_tree)
+    args = validate("guest-set-memory-blocks", {"mem-blks": [{"phys-index": 5, "online": False}]})
+    assert cpu_memory.set_memory_blocks(make_ctx(tmp_path), **args) == [{"phys-index": 5, "response": "success"}]
+    assert Path(mem_tree, "memory5", "state").read_text() == "offline"
+
+
+# -- cpustats -------------------------------------------------------------------------
+
+def test_cpustats_capture() -> None:
+    text = (DATA / "procstat" / "host-stat").read_text()
+    tck = int((DATA / "procstat" / "host-clk_tck").read_text())
+    stats = procstat.parse_cpustats(text, tck)
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("cpu") and not ln.startswith("cpu ")]
+    assert [s["cpu"] for s in stats] == [int(ln[0][3:]) for ln in lines]
+    first = stats[0]
+    assert list(first) == ["type", "cpu", "user", "nice", "system", "idle", "iowait", "irq", "softirq",
+                           "steal", "guest", "guestnice"]
+    assert first["user"] == int(lines[0][1]) * 1000 // tck
+
+
+def test_cpustats_column_counts() -> None:
+    text = "cpu 1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4 5\ncpu2 1 2 3 4 5 6 7\ncpu3 1 2 3 4 5 6 7 8 9\nintr 5\n"
+    stats = procstat.parse_cpustats(text, 100)
+    assert [sorted(set(s) - {"type", "cpu", "user", "nice", "system", "idle"}) for s in stats] == [
+        [], ["iowait"], ["iowait", "irq", "softirq"], ["guest", "iowait", "irq", "softirq", "steal"]]
+    assert stats[0]["idle"] == 40
+    # a cpu line with fewer than 4 numbers ends the parse
+    assert len(procstat.parse_cpustats("cpu0 1 2 3 4\ncpu1 1 2 3\ncpu2 1 2 3 4\n", 100)) == 1
+
+
+def test_cpustats_errors_and_live(tmp_path: Path) -> None:
+    with pytest.raises(QgaError) as err:
+        procstat.read_cpustats(str(tmp_path / "stat"))
+    assert err.value.desc == f"Could not open '{tmp_path}/stat': No such file or directory"
+    assert len(procstat.read_cpustats()) == os.cpu_count()
