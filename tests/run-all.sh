@@ -14,7 +14,8 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils  # the VM tier
   busybox-static cpio kmod zstd
   xfsprogs e2fsprogs util-linux fuse3
-  rpm rpmlint                 # packaging tests
+  rpm rpmlint cpio groff-base # packaging tests (the RPM build runs Debian's /usr/bin/python3)
+  python3-pip python3-setuptools python3-wheel python3-systemd python3-serial python3-psutil
   systemd libsystemd-dev pkg-config  # systemd-analyze; building systemd-python
   socat
 )
