@@ -1,0 +1,213 @@
+"""guest-shutdown / guest-suspend-* logic against stand-in programs, and the
+helper runners.  Nothing here powers off, halts or suspends this machine:
+every program is a script in a temporary directory and the search PATH
+contains only that directory."""
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from qga import registry
+from qga.commands import power as power_cmd
+from qga.errors import QgaError
+from qga.linux import power
+from qga.linux.helpers import run_helper, spawn_status
+from tests.unit.test_system import fake_program, make_ctx
+
+
+class Rig:
+    """A fake /sbin, PATH and /sys/power/state; records every program run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sbin = root / "sbin"
+        self.bin = root / "bin"
+        self.runtime = root / "run-systemd-system"
+        self.state = root / "power-state"
+        self.log = root / "calls"
+        for d in (self.sbin, self.bin):
+            d.mkdir()
+        self.log.write_text("")
+
+    def program(self, where: Path, name: str, body: str = "exit 0") -> None:
+        fake_program(where / name, f'echo "{name} $*" >> {self.log}\n{body}')
+
+    def calls(self) -> List[str]:
+        return self.log.read_text().splitlines()
+
+    def paths(self) -> power.PowerPaths:
+        return power.PowerPaths(sbin=str(self.sbin), systemd_runtime=str(self.runtime),
+                                sys_power_state=str(self.state), search_path=str(self.bin))
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+# -- helper runners ---------------------------------------------------------------
+
+def test_run_helper_texts(tmp_path: Path) -> None:
+    run_helper(["/bin/true"], "test")
+    with pytest.raises(QgaError, match="^child process has failed to act: exit status 4$"):
+        run_helper(["/bin/sh", "-c", "exit 4"], "act")
+    with pytest.raises(QgaError) as err:
+        run_helper(["/bin/sh", "-c", "echo out; echo err >&2; exit 1"], "act")
+    assert err.value.desc == "child process has failed to act: out\nerr\n"  # merged, in order
+    with pytest.raises(QgaError, match="^child process has terminated abnormally: bye\n$"):
+        run_helper(["/bin/sh", "-c", "echo bye; kill -9 $$"], "act")
+    with pytest.raises(QgaError, match="^child process has terminated abnormally$"):
+        run_helper(["/bin/sh", "-c", "kill -9 $$"], "act")
+    with pytest.raises(QgaError) as err:
+        run_helper([str(tmp_path / "nope")], "act")
+    assert err.value.desc == f"child process has failed to act: failed to exec '{tmp_path / 'nope'}': " \
+                             "No such file or directory\n"
+
+
+def test_run_helper_stdin_session_and_timeout(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_helper(["/bin/sh", "-c", f"cat > {out}; ps -o sid= -p $$ >> {out}; ps -o pid= -p $$ >> {out}"],
+               "act", input=b"user:secret\n")
+    data, sid, pid = out.read_text().rsplit("\n", 3)[0:3]
+    assert data == "user:secret" and sid.strip() == pid.strip()  # setsid(): own session
+    with pytest.raises(QgaError, match="timed out after 0.3 seconds"):
+        run_helper(["/bin/sh", "-c", "sleep 30"], "act", timeout=0.3)
+
+
+def test_spawn_status(tmp_path: Path) -> None:
+    assert spawn_status(["/bin/sh", "-c", "exit 3"]) == 3
+    assert spawn_status(["no-such-program-qga"], env={"PATH": str(tmp_path)}) == -1
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(QgaError, match="^failed to create child process, error 'Failed to execute child process"):
+        spawn_status([str(plain)])
+
+
+# -- shutdown -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, flag, program", [
+    ("powerdown", "-P", "poweroff"), ("halt", "-H", "halt"), ("reboot", "-r", "reboot")])
+def test_shutdown_chain_without_systemd(rig: Rig, mode: str, flag: str, program: str) -> None:
+    rig.program(rig.sbin, "shutdown")
+    power.shutdown(mode, rig.paths())
+    assert rig.calls() == [f"shutdown -h {flag} +0 hypervisor initiated shutdown"]
+    rig.log.write_text("")
+    rig.program(rig.sbin, program)  # 10.2: the BusyBox-style program, no arguments
+    power.shutdown(mode, rig.paths())
+    assert rig.calls() == [f"{program} "]
+
+
+def test_shutdown_prefers_systemctl_under_systemd(rig: Rig) -> None:
+    rig.runtime.mkdir()
+    rig.program(rig.bin, "systemctl")
+    rig.program(rig.sbin, "reboot")
+    power.shutdown("reboot", rig.paths())
+    assert rig.calls() == ["systemctl reboot"]
+
+
+def test_shutdown_systemctl_failure_falls_back(rig: Rig) -> None:
+    rig.runtime.mkdir()
+    rig.program(rig.bin, "systemctl", "echo no bus; exit 1")
+    rig.program(rig.sbin, "shutdown", "echo busy; exit 2")
+    with pytest.raises(QgaError) as err:
+        power.shutdown("powerdown", rig.paths())
+    assert rig.calls() == ["systemctl poweroff", "shutdown -h -P +0 hypervisor initiated shutdown"]
+    assert err.value.desc == "child process has failed to shutdown: busy\n"
+
+
+def test_shutdown_missing_programs(rig: Rig) -> None:
+    with pytest.raises(QgaError) as err:
+        power.shutdown("halt", rig.paths())
+    assert err.value.desc == ("child process has failed to shutdown: "
+                              f"failed to exec '{rig.sbin}/shutdown': No such file or directory\n")
+
+
+def test_shutdown_handler(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(power_cmd, "PATHS", rig.paths())
+    rig.program(rig.sbin, "poweroff")
+    assert power_cmd.shutdown(make_ctx(tmp_path)) is None  # default mode powerdown
+    assert rig.calls() == ["poweroff "]
+    with pytest.raises(QgaError) as err:
+        power_cmd.shutdown(make_ctx(tmp_path), mode="sleep")
+    assert err.value.desc == "mode is invalid (valid values are: halt|powerdown|reboot"
+    assert rig.calls() == ["poweroff "]
+
+
+# -- suspend --------------------------------------------------------------------------
+
+def test_suspend_nothing_supported(rig: Rig) -> None:
+    for mode in ("disk", "ram", "hybrid"):
+        with pytest.raises(QgaError, match="^the requested suspend mode is not supported by the guest$"):
+            power.suspend(mode, rig.paths())
+
+
+@pytest.mark.parametrize("status", [1, 3])
+def test_suspend_systemd(rig: Rig, status: int) -> None:
+    rig.program(rig.bin, "systemctl", f'[ "$1" = status ] && exit {status}; exit 0')
+    power.suspend("hybrid", rig.paths())
+    assert rig.calls() == ["systemctl status systemd-hybrid-sleep", "systemctl hybrid-sleep"]
+
+
+def test_suspend_systemd_unit_missing_goes_to_pmutils(rig: Rig) -> None:
+    rig.program(rig.bin, "systemctl", '[ "$1" = status ] && exit 4; exit 0')
+    rig.program(rig.bin, "pm-is-supported")
+    rig.program(rig.bin, "pm-hibernate")
+    power.suspend("disk", rig.paths())
+    assert rig.calls() == ["systemctl status systemd-hibernate", "pm-is-supported --hibernate", "pm-hibernate "]
+
+
+def test_suspend_systemd_failure_reported(rig: Rig) -> None:
+    rig.program(rig.bin, "systemctl", '[ "$1" = status ] && exit 3; exit 5')
+    with pytest.raises(QgaError) as err:
+        power.suspend("ram", rig.paths())
+    assert err.value.desc == "the helper program 'systemctl suspend' returned an unexpected exit status code (5)"
+
+
+def test_suspend_pmutils_program_missing(rig: Rig) -> None:
+    rig.program(rig.bin, "pm-is-supported")
+    with pytest.raises(QgaError, match="^the helper program 'pm-suspend-hybrid' was not found$"):
+        power.suspend("hybrid", rig.paths())
+
+
+def test_suspend_sysfs(rig: Rig) -> None:
+    rig.state.write_text("freeze mem disk\n")
+    power.suspend("ram", rig.paths())
+    assert rig.state.read_text() == "mem"
+    rig.state.write_text("freeze mem\n")
+    with pytest.raises(QgaError, match="not supported by the guest"):
+        power.suspend("disk", rig.paths())
+    with pytest.raises(QgaError, match="not supported by the guest"):
+        power.suspend("hybrid", rig.paths())  # no sysfs path for hybrid
+
+
+def test_suspend_sysfs_write_failure(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root ignores file modes, so the failing write is simulated."""
+    rig.state.write_text("mem disk")
+    paths = rig.paths()
+    real_open = builtins.open
+
+    def read_only_open(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == paths.sys_power_state and "w" in mode:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    with pytest.raises(QgaError) as err:
+        power.suspend("disk", paths)
+    assert err.value.desc == f"suspend: cannot write to '{rig.state}': Permission denied"
+
+
+def test_suspend_handlers_declared() -> None:
+    for name in ("guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"):
+        cmd = registry._DECLARED[name]
+        assert not cmd.success_response and cmd.group == "system-control" and cmd.audit
+
+
+def test_suspend_handler(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(power_cmd, "PATHS", rig.paths())
+    rig.state.write_text("disk")
+    assert power_cmd.suspend_disk(make_ctx(tmp_path)) is None
+    assert rig.state.read_text() == "disk"
