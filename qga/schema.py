@@ -106,9 +106,10 @@ def _check(spec: TypeSpec, value: Any, path: str) -> Any:
             raise _type_error(path, "integer")
         return value
     if spec == "uint64":
-        # QEMU's visitor accepts negative int64 for uint64 and wraps it.
+        # QEMU's visitor accepts negative int64 for uint64 and wraps it; every
+        # failure (wrong type, float, out of range) has this one text.
         if kind != "num" or isinstance(value, float) or not INT64_MIN <= value <= UINT64_MAX:
-            raise _type_error(path, "integer")
+            raise QgaError(f"Parameter '{path}' expects uint64")
         return value & UINT64_MAX
     if spec == "number":
         if kind != "num":

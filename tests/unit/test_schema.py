@@ -68,6 +68,9 @@ def test_uint64_wraps_negative_values() -> None:
     v = compile_args({"mem-blks": [MEMBLK]})
     out = v({"mem-blks": [{"phys-index": -1, "online": True}]})
     assert out == {"mem_blks": [{"phys-index": 18446744073709551615, "online": True}]}
+    for bad in ("x", 1.5, 2**64, True):
+        assert error_of({"mem-blks": [MEMBLK]}, {"mem-blks": [{"phys-index": bad, "online": True}]}) == \
+            "Parameter 'mem-blks[0].phys-index' expects uint64"
 
 
 def test_enum_and_alternates() -> None:
