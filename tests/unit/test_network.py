@@ -1,0 +1,186 @@
+"""Interface and route readers: rtnetlink parsing, getifaddrs grouping, /proc/net files."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+from qga.commands import network
+from qga.errors import QgaError
+from qga.linux import netif, routes
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "net"
+AF4, AF6 = socket.AF_INET, socket.AF_INET6
+
+
+def rtattr(kind: int, data: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(data), kind) + data
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def nlmsg(kind: int, seq: int, payload: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(payload), kind, 2, seq, 0) + payload
+
+
+# --- netlink message parsing ----------------------------------------------------------
+
+def test_parse_link_message() -> None:
+    body = (struct.pack("=BxHiII", 0, 1, 7, 0, 0) + rtattr(netif.IFLA_IFNAME, b"eth7\0")
+            + rtattr(4, struct.pack("=I", 1500)) + rtattr(netif.IFLA_ADDRESS, b"\x02\x00\x00\xAA\xBB\xCC"))
+    msg = nlmsg(netif.RTM_NEWLINK, 1, body)
+    link = netif._parse_link(msg, 16, len(msg))
+    assert link == netif.Link(7, "eth7", b"\x02\x00\x00\xAA\xBB\xCC")
+    body = struct.pack("=BxHiII", 0, 0xFFFE, 8, 0, 0) + rtattr(netif.IFLA_IFNAME, b"tun0\0")
+    msg = nlmsg(netif.RTM_NEWLINK, 1, body)
+    assert netif._parse_link(msg, 16, len(msg)).hwaddr is None  # no hardware address at all
+
+
+def test_parse_addr_local_wins_over_peer_and_labels() -> None:
+    body = (struct.pack("=BBBBI", AF4, 32, 0, 0, 3) + rtattr(netif.IFA_ADDRESS, bytes([10, 9, 9, 10]))
+            + rtattr(netif.IFA_LOCAL, bytes([10, 9, 9, 9])) + rtattr(netif.IFA_LABEL, b"eth0:1\0"))
+    msg = nlmsg(netif.RTM_NEWADDR, 2, body)
+    assert netif._parse_addr(msg, 16, len(msg)) == netif.Address(AF4, 3, 32, bytes([10, 9, 9, 9]), "eth0:1")
+    body = struct.pack("=BBBBI", AF6, 200, 0, 0, 3) + rtattr(netif.IFA_ADDRESS, b"\xfe\x80" + b"\0" * 14)
+    msg = nlmsg(netif.RTM_NEWADDR, 2, body)
+    assert netif._parse_addr(msg, 16, len(msg)).prefixlen == 128  # glibc caps the netmask
+    body = struct.pack("=BBBBI", 17, 0, 0, 0, 3) + rtattr(1, b"x")
+    msg = nlmsg(netif.RTM_NEWADDR, 2, body)
+    assert netif._parse_addr(msg, 16, len(msg)) is None  # not INET/INET6
+
+
+# --- grouping and formatting ------------------------------------------------------------
+
+LINKS = [netif.Link(1, "lo", b"\0" * 6), netif.Link(4, "eth0", b"\x02\xfc\x00\x00\x00\x01"),
+         netif.Link(2, "ifb0", b"\x42\x43\x06\x8e\x9c\x0a"), netif.Link(9, "tun0", None),
+         netif.Link(11, "ib0", bytes(range(20))), netif.Link(12, "ipip0", bytes([192, 0, 2, 1]))]
+ADDRS = [
+    netif.Address(AF4, 1, 8, bytes([127, 0, 0, 1]), "lo"),
+    netif.Address(AF4, 4, 24, bytes([192, 0, 2, 2]), "eth0"),
+    netif.Address(AF4, 4, 8, bytes([10, 0, 0, 2]), "eth0:1"),
+    netif.Address(AF4, 9, 30, bytes([172, 16, 0, 1]), "tun0"),
+    netif.Address(AF4, 99, 24, bytes([10, 1, 1, 1]), None),  # link vanished between the dumps
+    netif.Address(AF6, 1, 128, b"\0" * 15 + b"\1"),
+    netif.Address(AF6, 4, 64, bytes.fromhex("fe8000000000000000fc00fffe000001")),
+]
+STATS = netif.parse_net_dev((DATA / "host-dev").read_text() + " tun0: 1 2 3 4 0 0 0 0 5 6 7 8 0 0 0 0\n")
+
+
+def test_interfaces_in_getifaddrs_order() -> None:
+    got = network.build_interfaces(LINKS, ADDRS, STATS)
+    assert [e["name"] for e in got] == ["lo", "eth0", "ifb0", "tun0", "ib0", "ipip0", "eth0:1"]
+    lo, eth0, ifb0, tun0, ib0, ipip0, label = got
+    assert lo["hardware-address"] == "00:00:00:00:00:00"
+    assert lo["ip-addresses"] == [
+        {"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8},
+        {"ip-address": "::1", "ip-address-type": "ipv6", "prefix": 128}]
+    assert eth0["ip-addresses"][1] == {"ip-address": "fe80::fc:ff:fe00:1", "ip-address-type": "ipv6",
+                                       "prefix": 64}
+    assert list(eth0) == ["name", "hardware-address", "ip-addresses", "statistics"]
+    assert list(eth0["statistics"]) == list(netif.STAT_KEYS)
+    assert eth0["statistics"] == STATS["eth0"]
+    assert ifb0 == {"name": "ifb0", "hardware-address": "42:43:06:8e:9c:0a"}  # no IP: no statistics
+    assert "hardware-address" not in tun0 and tun0["statistics"]["tx-dropped"] == 8
+    assert ib0["hardware-address"] == "00:01:02:03:04:05"  # first 6 bytes, as SIOCGIFHWADDR + %02x
+    assert ipip0["hardware-address"] == "c0:00:02:01:00:00"  # 4-byte address, zero padded
+    # a label: its link's MAC, its own address, no statistics (/proc/net/dev has no eth0:1)
+    assert label == {"name": "eth0:1", "hardware-address": "02:fc:00:00:00:01",
+                     "ip-addresses": [{"ip-address": "10.0.0.2", "ip-address-type": "ipv4", "prefix": 8}]}
+
+
+def test_interface_exclude_globs() -> None:
+    got = network.build_interfaces(LINKS, ADDRS, STATS, exclude=["eth0", "ib*"])
+    assert [e["name"] for e in got] == ["lo", "ifb0", "tun0", "ipip0"]  # eth0:1 goes with eth0
+    got = network.build_interfaces(LINKS, ADDRS, STATS, exclude=["eth0:*"])
+    assert "eth0:1" not in [e["name"] for e in got] and "eth0" in [e["name"] for e in got]
+
+
+def test_parse_net_dev() -> None:
+    stats = netif.parse_net_dev((DATA / "host-dev").read_text())
+    assert set(stats) == {"lo", "ifb0", "ifb1", "eth0"}
+    assert stats["lo"] == {"rx-bytes": 3193, "rx-packets": 29, "rx-errs": 0, "rx-dropped": 0,
+                           "tx-bytes": 3193, "tx-packets": 29, "tx-errs": 0, "tx-dropped": 0}
+    assert netif.parse_net_dev("eth9: 1 2 3\n") == {}  # fewer than 16 counters
+    assert netif.read_net_dev("/nonexistent") == {}
+
+
+# --- live ---------------------------------------------------------------------------------
+
+def test_live_dump_matches_sysfs() -> None:
+    links, addrs = netif.dump_links_and_addresses()
+    assert sorted(link.name for link in links) == sorted(os.listdir("/sys/class/net"))
+    for link in links:
+        with open(f"/sys/class/net/{link.name}/ifindex") as f:
+            assert int(f.read()) == link.index
+        with open(f"/sys/class/net/{link.name}/address") as f:
+            text = f.read().strip()
+        if link.hwaddr is not None:
+            assert link.hwaddr.hex(":") == text
+    assert any(a.family == AF4 and a.address == bytes([127, 0, 0, 1]) for a in addrs)
+
+
+def test_live_handler(ctx: Any) -> None:
+    got = network.get_interfaces(ctx)
+    names = [e["name"] for e in got]
+    assert "lo" in names
+    for e in got:
+        for a in e.get("ip-addresses", []):
+            assert type(a["prefix"]) is int and a["ip-address-type"] in ("ipv4", "ipv6")
+            assert "%" not in a["ip-address"]
+        assert ("statistics" in e) <= ("ip-addresses" in e)
+    ctx.config.interface_exclude = ["l?"]
+    assert "lo" not in [e["name"] for e in network.get_interfaces(ctx)]
+
+
+# --- routes -----------------------------------------------------------------------------
+
+def test_ipv4_routes() -> None:
+    got = routes.parse_ipv4_routes((DATA / "synthetic-route").read_text())
+    assert got[0] == {"iface": "eth0", "destination": "0.0.0.0", "metric": 100, "gateway": "192.0.2.1",
+                      "mask": "0.0.0.0", "irtt": 0, "flags": 3, "refcnt": 0, "use": 0, "window": 0,
+                      "mtu": 0, "version": 4}
+    assert got[1]["destination"] == "192.168.0.0" and got[1]["mask"] == "255.255.255.0"
+    assert (got[1]["refcnt"], got[1]["use"], got[1]["mtu"], got[1]["irtt"]) == (2, 7, 1500, 3)
+
+
+def test_ipv6_routes_qemu_conversions() -> None:
+    got = routes.parse_ipv6_routes((DATA / "synthetic-ipv6_route").read_text())
+    assert len(got) == 3  # bad hex and short lines are skipped
+    local, net, default = got
+    assert local["flags"] == 0xFFFFFFFF80200001  # C int -> uint64 sign extension (RTF_LOCAL)
+    assert local["desprefixlen"] == "128" and local["srcprefixlen"] == "0"
+    assert net == {"iface": "eth0", "destination": "2001:db8::", "metric": 1024, "flags": 3, "refcnt": 5,
+                   "use": 42, "desprefixlen": "48", "source": "2001:db8::", "srcprefixlen": "16",
+                   "nexthop": "fe80::1", "version": 6}
+    assert default["metric"] == -1 and default["destination"] == "::"
+
+
+def test_routes_files_and_errors(tmp_path: Path) -> None:
+    got = routes.read_routes(str(DATA / "host-route"), str(DATA / "host-ipv6_route"))
+    assert [r["version"] for r in got] == [4] * 2 + [6] * 8
+    with pytest.raises(QgaError) as exc:
+        routes.read_routes(str(DATA / "host-route"), str(tmp_path / "ipv6_route"))
+    assert exc.value.desc == f'open("{tmp_path / "ipv6_route"}"): No such file or directory'
+
+
+def test_routes_live_match_proc() -> None:
+    got = routes.read_routes()
+    with open("/proc/net/route") as f:
+        v4: List[str] = f.read().splitlines()[1:]
+    with open("/proc/net/ipv6_route") as f:
+        v6 = f.read().splitlines()
+    assert len(got) == len(v4) + len(v6)
+    assert [r["iface"] for r in got] == [line.split()[0] for line in v4] + [line.split()[9] for line in v6]
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Any:
+    from qga.config import Config
+    from qga.context import Context
+    from qga.loop import Loop
+    from qga.registry import Registry
+    from qga.state import StateDir
+    return Context(Config(), StateDir(str(tmp_path)), Loop(), Registry([]))
