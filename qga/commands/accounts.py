@@ -8,7 +8,7 @@ from qga.linux import qbase64
 from qga.context import Context
 from qga.errors import QgaError
 from qga.linux.authkeys import UserSsh, read_or_none
-from qga.linux.helpers import run_helper
+from qga.linux.helpers import helper_timeout, run_helper
 from qga.registry import command
 
 #: Overridable by tests: chpasswd is looked up in PATH, as qemu-ga does.
@@ -27,7 +27,8 @@ def set_user_password(ctx: Context, username: str, password: str, crypted: bool)
     if "\n" in username or ":" in username:
         raise QgaError("forbidden characters in username")
     argv = [CHPASSWD] + (["-e"] if crypted else [])
-    run_helper(argv, "set user password", input=username.encode() + b":" + raw + b"\n")
+    run_helper(argv, "set user password", input=username.encode() + b":" + raw + b"\n",
+               timeout=helper_timeout(ctx.config))
 
 
 def _lookup(username: str) -> UserSsh:

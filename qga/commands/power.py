@@ -6,6 +6,7 @@ from typing import Optional
 
 from qga.context import Context
 from qga.linux import power
+from qga.linux.helpers import helper_timeout
 from qga.registry import command
 
 #: Overridable by tests: where the programs and /sys/power/state are.
@@ -20,7 +21,7 @@ def shutdown(ctx: Context, mode: Optional[str] = None) -> None:
     """Power down (default), halt or reboot the guest."""
     mode = "powerdown" if mode is None else mode
     ctx.audit("guest-shutdown called", mode=mode)
-    power.shutdown(mode, PATHS)
+    power.shutdown(mode, PATHS, timeout=helper_timeout(ctx.config))
 
 
 def _suspend(ctx: Context, mode: str) -> None:

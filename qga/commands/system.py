@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from qga.context import Context
 from qga.errors import QgaError
 from qga.linux import clock, osrelease, utmp
+from qga.linux.helpers import helper_timeout
 from qga.registry import command
 
 #: Overridable by tests (the readers take the path as a parameter).
@@ -33,7 +34,7 @@ def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (w
         clock.set_system_time(time)
     # 10.2: hwclock runs after the clock was set, so its failure is reported
     # with the system clock already changed.
-    clock.sync_hwclock(to_rtc=time is not None)
+    clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
 
 
 @command("guest-get-timezone", group="info", inline=True)

@@ -53,6 +53,7 @@ def set_system_time(time_ns: int) -> None:
         raise QgaError(f"Failed to set time to guest: {os.strerror(exc.errno or 0)}") from None
 
 
-def sync_hwclock(to_rtc: bool, hwclock: Optional[str] = None) -> None:
+def sync_hwclock(to_rtc: bool, hwclock: Optional[str] = None, timeout: Optional[float] = None) -> None:
     """``hwclock -w`` (system time to RTC) or ``-s`` (RTC to system time)."""
-    run_helper([hwclock or HWCLOCK, "-w" if to_rtc else "-s"], "set hardware clock to system time")
+    run_helper([hwclock or HWCLOCK, "-w" if to_rtc else "-s"], "set hardware clock to system time",
+               timeout=timeout)

@@ -66,6 +66,13 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
         raise QgaError(f"child process has failed to {action}: " + (text or f"exit status {status}"))
 
 
+def helper_timeout(config: object) -> Optional[float]:
+    """The agent's per-command deadline (``command_timeout``), used as the
+    helper timeout so a hung helper is killed when the host gets its error."""
+    value = getattr(config, "command_timeout", None)
+    return float(value) if value else None
+
+
 def spawn_status(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None) -> int:
     """Exit status of ``argv`` (output discarded), -1 if the program is not found.
 

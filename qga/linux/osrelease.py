@@ -10,7 +10,7 @@ shell-style unquoting differs anyway).
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 #: os-release key -> GuestOSInfo member, in the order qemu-ga fills them.
 FIELDS = (
@@ -119,7 +119,7 @@ def _load(path: str) -> Optional[Dict[str, str]]:
     return parse_os_release(text)
 
 
-def read_os_release(env: Optional[str] = None, paths=DEFAULT_PATHS) -> Dict[str, str]:
+def read_os_release(env: Optional[str] = None, paths: Sequence[str] = DEFAULT_PATHS) -> Dict[str, str]:
     """The os-release members: ``$QGA_OS_RELEASE`` if set, else the first usable path.
 
     As in qemu-ga, an unreadable or unparsable /etc/os-release falls back to
@@ -135,7 +135,7 @@ def read_os_release(env: Optional[str] = None, paths=DEFAULT_PATHS) -> Dict[str,
     return {}
 
 
-def osinfo(env: Optional[str] = None, paths=DEFAULT_PATHS) -> Dict[str, str]:
+def osinfo(env: Optional[str] = None, paths: Sequence[str] = DEFAULT_PATHS) -> Dict[str, str]:
     """The whole GuestOSInfo in schema order: uname fields, then os-release."""
     uts = os.uname()
     info = {"kernel-release": uts.release, "kernel-version": uts.version, "machine": uts.machine}

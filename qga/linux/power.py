@@ -73,13 +73,13 @@ def shutdown_commands(mode: str, paths: PowerPaths = PowerPaths()) -> List[List[
     return commands
 
 
-def shutdown(mode: str, paths: PowerPaths = PowerPaths()) -> None:
+def shutdown(mode: str, paths: PowerPaths = PowerPaths(), timeout: Optional[float] = None) -> None:
     """Start the shutdown; return when the program accepted it."""
     check_shutdown_mode(mode)
     commands = shutdown_commands(mode, paths)
     for i, argv in enumerate(commands):
         try:
-            run_helper(argv, "shutdown", env=paths.env())
+            run_helper(argv, "shutdown", env=paths.env(), timeout=timeout)
             return
         except QgaError as exc:
             if i == len(commands) - 1:

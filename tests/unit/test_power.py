@@ -211,3 +211,10 @@ def test_suspend_handler(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPat
     rig.state.write_text("disk")
     assert power_cmd.suspend_disk(make_ctx(tmp_path)) is None
     assert rig.state.read_text() == "disk"
+
+
+def test_helper_timeout_follows_command_timeout() -> None:
+    from qga.config import Config
+    from qga.linux.helpers import helper_timeout
+    assert helper_timeout(Config()) == 60.0
+    assert helper_timeout(Config(command_timeout=0)) is None
