@@ -21,7 +21,8 @@ _INVALID = "Base64 data contains invalid characters"
 def decode(text: Union[str, bytes]) -> bytes:
     """Decode ``text`` exactly as qemu-ga would, or raise its error."""
     if isinstance(text, str):
-        text = text.split("\0", 1)[0]  # qemu-ga measures the input with strlen()
+        if "\0" in text:
+            text = text.split("\0", 1)[0]  # qemu-ga measures the input with strlen()
         try:
             raw = text.encode("ascii")
         except UnicodeEncodeError:
