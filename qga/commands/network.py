@@ -9,6 +9,7 @@ address (tun, wireguard) has no ``hardware-address`` instead of qemu-ga's
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import socket
@@ -62,20 +63,24 @@ def build_interfaces(links: List[netif.Link], addrs: List[netif.Address],
     return result
 
 
-@command("guest-network-get-interfaces", group="info", available=_on_linux)
+# Inline (event-loop thread): an rtnetlink dump and a procfs read never wait
+# on devices, and the netlink socket has a timeout; the worker handoff would
+# cost more than the work.
+@command("guest-network-get-interfaces", group="info", inline=True, available=_on_linux)
 def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
     """Interfaces, their MAC, IP addresses and counters."""
     try:
         links, addrs = netif.dump_links_and_addresses()
     except OSError as exc:
-        raise QgaError(f"getifaddrs failed: {strerror(exc.errno or 0)}") from None
+        code = exc.errno or (errno.ETIMEDOUT if isinstance(exc, socket.timeout) else errno.EIO)
+        raise QgaError(f"getifaddrs failed: {strerror(code)}") from None
     # Counters are only reported for interfaces that have an address.
     stats = netif.read_net_dev() if addrs else {}
     exclude = list(ctx.config_value("interface_exclude", []) or [])
     return build_interfaces(links, addrs, stats, exclude)
 
 
-@command("guest-network-get-route", group="info", available=_on_linux)
+@command("guest-network-get-route", group="info", inline=True, available=_on_linux)
 def get_route(ctx: Context) -> List[Dict[str, Any]]:
     """IPv4 then IPv6 routes from /proc/net."""
     return read_routes()

@@ -87,7 +87,9 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
         raise QgaError(f'Can\'t open directory "/sys/block": {strerror(exc.errno or 0)}') from None
 
 
-@command("guest-get-diskstats", group="info", available=_on_linux)
+# Inline: one procfs read that never waits on a device; the worker handoff
+# would cost more than the read itself.
+@command("guest-get-diskstats", group="info", inline=True, available=_on_linux)
 def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
     """Every /proc/diskstats line."""
     return read_diskstats()

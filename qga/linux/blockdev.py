@@ -100,7 +100,7 @@ class Sysfs:
     """Block-device lookups under one sysfs root and udev database."""
 
     def __init__(self, sysfs_root: str = "/sys", udev_data: str = udev.UDEV_DATA) -> None:
-        self.root = realpath(sysfs_root)
+        self.root = sysfs_root if sysfs_root == "/sys" else realpath(sysfs_root)
         self.udev_data = udev_data
 
     # --- paths ------------------------------------------------------------------

@@ -61,12 +61,20 @@ def parse_diskstats(text: str) -> List[Dict[str, Any]]:
     result: List[Dict[str, Any]] = []
     for line in text.splitlines():
         fields = line.split()
-        n = _numeric_prefix(fields)
-        if n < 7:
+        if len(fields) < 7:
             continue
-        stats = {name: int(fields[i]) for i, name in _picks(n)}
+        try:  # fast path: every field numeric (always so on Linux)
+            nums = [int(x) for x in fields[3:20]]
+            if not (fields[0].isdigit() and fields[1].isdigit()):
+                raise ValueError
+            n = len(nums) + 3
+        except ValueError:
+            n = _numeric_prefix(fields)
+            if n < 7:
+                continue
+            nums = [int(x) for x in fields[3:n]]
         result.append({"name": fields[2], "major": int(fields[0]), "minor": int(fields[1]),
-                       "stats": stats})
+                       "stats": {name: nums[i - 3] for i, name in _picks(n)}})
     return result
 
 
