@@ -1,0 +1,222 @@
+"""Our replies compared byte for byte with the system qemu-ga (Debian 7.2).
+
+Both agents get the same raw requests on the same files (and, as root, the
+same loop mount).  Only freeze-list with the test mount is used: a plain
+guest-fsfreeze-freeze on the real agent would freeze this machine.  Where
+7.2 and 10.2 differ (section 6 of the spec) we implement 10.2; those cases
+are listed in KNOWN_DIFFERENCES and checked against the 10.2 text instead.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from tests.agentproc import AgentProcess, Conn, start
+
+pytestmark = pytest.mark.reference
+
+HELLO = base64.b64encode(b"Hello World!\n\0").decode()
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="qga-ref-data-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _run(kind: str, requests: List[str], workdir: str) -> List[bytes]:
+    """Send each raw request (after a sync) and collect the raw reply lines."""
+    agent: AgentProcess = start(kind)
+    try:
+        conn: Conn = agent.connect(timeout=30)
+        conn.sync()
+        replies = []
+        for req in requests:
+            conn.send(req.replace("@DIR@", workdir).encode() + b"\n")
+            replies.append(conn.read_line())
+        return replies
+    finally:
+        agent.stop()
+
+
+def _both(requests: List[str], shared_dir: str) -> Tuple[List[bytes], List[bytes]]:
+    ref_dir = os.path.join(shared_dir, "ref")
+    our_dir = os.path.join(shared_dir, "ours")
+    os.mkdir(ref_dir)
+    os.mkdir(our_dir)
+    for d in (ref_dir, our_dir):
+        with open(os.path.join(d, "data"), "wb") as f:
+            f.write(b"0123456789" * 1000)
+    ref = _run("reference", requests, ref_dir)
+    ours = _run("ours", requests, our_dir)
+    return ref, [line.replace(our_dir.encode(), ref_dir.encode()) for line in ours]
+
+
+FILE_REQUESTS = [
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/foo","mode":"w+"}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"%s"}}' % HELLO,
+    '{"execute":"guest-file-read","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1000,"offset":0,"whence":"set"}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1000,"offset":6,"whence":0}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1000,"count":3}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1000,"offset":-2,"whence":2}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1000,"offset":-100,"whence":"cur"}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1000,"offset":0,"whence":5}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1000,"count":-1}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1000,"count":50331649}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"a b"}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"SGVsbG8","count":4}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"SGVsbG8=","count":2}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"AB=C\\nSG=="}}',
+    '{"execute":"guest-file-flush","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-close","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-close","arguments":{"handle":1000}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/data","mode":"r"}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1001,"count":10000}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1001,"count":0}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1001,"buf-b64":"QQ=="}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/missing","mode":"r"}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/data","mode":"rw"}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@","mode":"r"}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1002}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/new","mode":"a+"}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1003,"buf-b64":"QUJD"}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1003,"offset":0,"whence":"set"}}',
+    '{"execute":"guest-file-read","arguments":{"handle":1003}}',
+    '{"execute":"guest-file-seek","arguments":{"handle":1003,"offset":0,"whence":true}}',
+    '{"execute":"guest-file-read","arguments":{"handle":99}}',
+]
+
+
+def test_file_commands_match_reference(shared_dir: str) -> None:
+    ref, ours = _both(FILE_REQUESTS, shared_dir)
+    for req, r, o in zip(FILE_REQUESTS, ref, ours):
+        assert o == r, f"{req}\n reference: {r!r}\n ours:      {o!r}"
+    for name in ("foo", "new"):
+        assert open(os.path.join(shared_dir, "ours", name), "rb").read() == \
+            open(os.path.join(shared_dir, "ref", name), "rb").read()
+        assert os.stat(os.path.join(shared_dir, "ours", name)).st_mode == \
+            os.stat(os.path.join(shared_dir, "ref", name)).st_mode
+
+
+EXEC_CASES = [
+    ("echo", ["-n", '" test_str "'], True),
+    ("sh", ["-c", "echo out; echo err >&2; exit 3"], True),
+    ("sh", ["-c", "kill -9 $$"], True),
+    ("sh", ["-c", "echo hidden; exit 4"], False),
+    ("cat", [], True),
+]
+
+
+def _exec_status(conn: Conn, path: str, args: List[str], capture: bool) -> bytes:
+    arguments = {"path": path, "arg": args, "capture-output": capture}
+    if path == "cat":
+        arguments["input-data"] = base64.b64encode(b"from stdin\n").decode()
+    pid = conn.cmd("guest-exec", **{k.replace("-", "_"): v for k, v in arguments.items()})["pid"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        conn.send(json.dumps({"execute": "guest-exec-status", "arguments": {"pid": pid}}).encode() + b"\n")
+        line = conn.read_line()
+        if b'"exited": true' in line:
+            return line
+        time.sleep(0.01)
+    raise AssertionError("child did not finish")
+
+
+def test_exec_status_matches_reference() -> None:
+    results = {}
+    for kind in ("reference", "ours"):
+        agent = start(kind)
+        try:
+            conn = agent.connect(timeout=30)
+            conn.sync()
+            results[kind] = [_exec_status(conn, *case) for case in EXEC_CASES]
+            conn.send(b'{"execute":"guest-exec","arguments":{"path":"/bin/invalid-cmd42"}}\n')
+            results[kind].append(conn.read_line())
+            conn.send(b'{"execute":"guest-exec-status","arguments":{"pid":0}}\n')
+            results[kind].append(conn.read_line())
+        finally:
+            agent.stop()
+    ref, ours = results["reference"], results["ours"]
+    assert ours[:len(EXEC_CASES)] == ref[:len(EXEC_CASES)]
+    # Known differences: we implement 10.2's texts (see the module docstring).
+    glib = "Failed to execute child process \u201c/bin/invalid-cmd42\u201d (No such file or directory)"
+    assert json.loads(ref[-2])["error"]["desc"] == f"Guest agent command failed, error was '{glib}'"
+    assert json.loads(ours[-2])["error"]["desc"] == glib
+    assert json.loads(ref[-1])["error"]["desc"] == "Invalid parameter 'pid'"
+    assert json.loads(ours[-1])["error"]["desc"] == "PID 0 does not exist"  # 10.2: "PID ld ..." (bug)
+
+
+# -- freeze on a loop mount (root) -------------------------------------------------------
+@pytest.fixture
+def loop_mount() -> Iterator[str]:
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("mkfs.ext4 missing")
+    work = tempfile.mkdtemp(prefix="qga-ref-mnt-")
+    image, mnt, dev = os.path.join(work, "img"), os.path.join(work, "mnt"), ""
+    os.mkdir(mnt)
+    try:
+        with open(image, "wb") as f:
+            f.truncate(64 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
+        dev = subprocess.run(["losetup", "--find", "--show", image], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", dev, mnt], check=True, capture_output=True)
+        yield mnt
+    finally:
+        subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
+        subprocess.run(["umount", mnt], capture_output=True)
+        if dev:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.root
+def test_freeze_list_matches_reference(loop_mount: str) -> None:
+    requests = [
+        '{"execute":"guest-fsfreeze-status"}',
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":["/nonexistent"]}}',
+        '{"execute":"guest-fsfreeze-status"}',
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":[]}}',
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":["@MNT@","@MNT@"]}}',
+        '{"execute":"guest-fsfreeze-status"}',
+        '{"execute":"guest-file-open","arguments":{"path":"/etc/hostname"}}',
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":["@MNT@"]}}',
+        '{"execute":"guest-fsfreeze-thaw"}',
+        '{"execute":"guest-fsfreeze-status"}',
+        '{"execute":"guest-fsfreeze-thaw"}',
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":"x"}}',
+    ]
+    replies = {}
+    for kind in ("reference", "ours"):
+        agent = start(kind)
+        try:
+            conn = agent.connect(timeout=30)
+            conn.sync()
+            out = []
+            for req in requests:
+                conn.send(req.replace("@MNT@", loop_mount).encode() + b"\n")
+                out.append(conn.read_line())
+            replies[kind] = out
+        finally:
+            subprocess.run(["fsfreeze", "-u", loop_mount], capture_output=True)
+            agent.stop(9 if kind == "reference" else 15)
+    ref, ours = replies["reference"], replies["ours"]
+    for i, (req, r, o) in enumerate(zip(requests, ref, ours)):
+        if i in (6, 7):  # disabled while frozen: 7.2's suffix differs from 10.2's
+            assert re.sub(rb": the [a-z ]+\"", b'"', o) == re.sub(rb": the [a-z ]+\"", b'"', r)
+            assert b"the command is not allowed" in o
+            continue
+        assert o == r, f"{req}\n reference: {r!r}\n ours:      {o!r}"
