@@ -38,9 +38,15 @@ log "init: agent=$QGA_agent root=$QGA_root init=$QGA_init uptime=$(cut -d' ' -f1
 
 # Modules, in dependency order (computed on the host). Failures are logged, not
 # fatal: e.g. crc32c-intel has no SSE4.2 on -cpu qemu64 and generic covers it.
-while read -r m; do
-    insmod "/lib/modules/$m" 2>/dev/null || log "insmod $m failed"
-done < /lib/modules/load.list
+load_list() {
+    while read -r m; do
+        insmod "/lib/modules/$m" 2>/dev/null || log "insmod $m failed"
+    done < "$1"
+}
+load_list /lib/modules/load-fs.list &
+load_list /lib/modules/load.list
+wait
+log "init: modules loaded uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # Wait (bounded) for a block device carrying the given virtio serial.
 find_disk() {
@@ -75,6 +81,7 @@ mkdir -p /up/upper /up/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/up/upper,workdir=/up/work /newroot \
     || die "cannot mount the overlay root"
 
+log "init: lower+overlay mounted uptime=$(cut -d' ' -f1 /proc/uptime)"
 R=/newroot
 # Data disks: an ext4 partition and a whole-disk xfs, found by serial. Mounted
 # before /dev moves so that mountinfo names them /dev/vdX like a normal boot.
@@ -132,6 +139,7 @@ for b in /sys/block/vd*; do
     done
 done
 
+log "init: data disks mounted uptime=$(cut -d' ' -f1 /proc/uptime)"
 # virtio-serial port links (what udev's rules would create).
 mkdir -p "$R/dev/virtio-ports"
 i=0
