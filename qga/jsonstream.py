@@ -474,7 +474,10 @@ class JsonStreamParser:
                         self._state = _START
                         self._token(_KW, bytes(buf[ts:pos]), pos - ts, out)
                     continue
-                pos = self._lex_string(buf, pos, n, limit, out)
+                new = self._lex_string(buf, pos, n, limit, out)
+                if new == pos:
+                    break  # a backslash ends the data: wait for its partner
+                pos = new
         self._pos = pos
         # Compact: keep only the token in progress.  bytearray deletes a
         # prefix in O(1), so doing this every feed is cheap.
