@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from typing import List, Optional
+from typing import Optional
 
 from qga import sdnotify
 from qga.config import Config

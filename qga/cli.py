@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "system-control, fsfreeze")
     x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
                    help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
+    x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
+                   help="kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)")
+    x.add_argument("--statvfs-timeout", metavar="SECS", type=float,
+                   help="how long guest-get-fsinfo waits for one filesystem's statvfs (default: 2)")
     x.add_argument("--frozen-sigterm", metavar="ACTION", choices=("thaw", "ignore"),
                    help="SIGTERM while frozen: thaw, then exit (default), or ignore it (qemu-ga)")
     x.add_argument("--command-timeout", metavar="SECS", type=float,
@@ -87,6 +91,7 @@ _CLI_KEYS = {
     "daemonize": "daemon", "retry_path": "retry-path", "block_rpcs": "block-rpcs",
     "allow_rpcs": "allow-rpcs", "block_groups": "block-groups",
     "fsfreeze_timeout": "fsfreeze-timeout", "frozen_sigterm": "frozen-sigterm",
+    "fsfreeze_hook_timeout": "fsfreeze-hook-timeout", "statvfs_timeout": "statvfs-timeout",
     "command_timeout": "command-timeout", "interface_exclude": "interface-exclude",
     "file_nofollow": "file-nofollow", "max_file_handles": "max-file-handles",
     "max_exec_records": "max-exec-records", "max_concurrent_execs": "max-concurrent-execs",

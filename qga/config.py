@@ -46,6 +46,10 @@ class Config:
     block_groups: List[str] = field(default_factory=list)
     #: Seconds after which a freeze is undone by the agent itself; 0 = never.
     fsfreeze_timeout: float = 0.0
+    #: Seconds the fsfreeze hook may run before it is killed; 0 = wait forever (qemu-ga).
+    fsfreeze_hook_timeout: float = 300.0
+    #: Seconds guest-get-fsinfo waits for one statvfs (a hung network filesystem).
+    statvfs_timeout: float = 2.0
     #: What SIGTERM does while frozen: "thaw" (then exit) or "ignore" (qemu-ga).
     frozen_sigterm: str = "thaw"
     #: Default per-command deadline in seconds (freeze/thaw have none).
@@ -95,6 +99,7 @@ KEYS: Dict[str, Callable[[str, str], Any]] = {
     "fsfreeze-hook": _STR, "statedir": _STR, "verbose": _BOOL, "retry-path": _BOOL,
     "block-rpcs": _LIST, "allow-rpcs": _LIST,
     "block-groups": _LIST, "fsfreeze-timeout": _as_float, "frozen-sigterm": _STR,
+    "fsfreeze-hook-timeout": _as_float, "statvfs-timeout": _as_float,
     "command-timeout": _as_float, "interface-exclude": _LIST, "file-nofollow": _BOOL,
     "max-file-handles": _as_int, "max-exec-records": _as_int, "max-concurrent-execs": _as_int,
 }
@@ -155,7 +160,8 @@ def validate(config: Config) -> None:
         raise ConfigError("must specify a path for this channel")
     if config.frozen_sigterm not in ("thaw", "ignore"):
         raise ConfigError(f"invalid frozen-sigterm value '{config.frozen_sigterm}' (thaw|ignore)")
-    if config.fsfreeze_timeout < 0 or config.command_timeout <= 0:
+    if min(config.fsfreeze_timeout, config.fsfreeze_hook_timeout) < 0 or \
+            config.command_timeout <= 0 or config.statvfs_timeout <= 0:
         raise ConfigError("timeouts must be positive")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, TypeVar
 
 from qga.loop import Loop
 from qga.registry import Registry
@@ -83,7 +83,3 @@ class Context:
     def audit(self, message: str, **fields: Any) -> None:
         """One audit record for a side-effecting command (never secrets or data)."""
         audit_log.info(message, extra={"qga_fields": fields})
-
-    def config_value(self, name: str, default: Optional[Any] = None) -> Any:
-        """An (extension) config value by attribute name, with a default."""
-        return getattr(self.config, name, default)

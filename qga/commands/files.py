@@ -62,12 +62,12 @@ def file_open(ctx: Context, path: str, mode: str = "r") -> int:
     if mode not in MODES:
         raise QgaError(f"invalid file open mode '{mode}'")
     table = _table(ctx)
-    limit = int(ctx.config_value("max_file_handles", 0) or 0)
+    limit = ctx.config.max_file_handles
     if limit and len(table) >= limit:
         raise QgaError(f"too many open guest files (max-file-handles is {limit}); "
                        "close some handles first")
     try:
-        gfile = GuestFile.open(path, mode, bool(ctx.config_value("file_nofollow", False)))
+        gfile = GuestFile.open(path, mode, ctx.config.file_nofollow)
     except OpenError as err:
         if err.step == "chmod":
             raise os_error(f"failed to set permission 0{NEW_FILE_MODE:03o} on new file "

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional
 from qga.context import CONTEXT_HOOKS, Context
 from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
+from qga.linux.helpers import run_helper
 from qga.linux.mounts import Mount, list_mounts
 from qga.registry import command
 
@@ -70,7 +71,9 @@ def _run_hook(ctx: Context, arg: str) -> None:
     if not hook:
         return
     log.info("executing fsfreeze hook with arg '%s'", arg)
-    fs.run_helper([hook, arg], "execute fsfreeze hook")
+    # Unlike qemu-ga, a hook that hangs is killed (its whole session) after
+    # fsfreeze-hook-timeout seconds, so a freeze cannot wedge the agent forever.
+    run_helper([hook, arg], "execute fsfreeze hook", timeout=ctx.config.fsfreeze_hook_timeout or None)
 
 
 def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:
@@ -171,7 +174,7 @@ def _thaw_quietly(ctx: Context, why: str) -> int:
 
 # -- auto-thaw ----------------------------------------------------------------
 def _schedule_timer(ctx: Context, generation: int) -> None:
-    timeout = float(ctx.config_value("fsfreeze_timeout", 0) or 0)
+    timeout = ctx.config.fsfreeze_timeout
     if timeout > 0:
         ctx.loop.call_soon_threadsafe(_arm_timer, ctx, generation, timeout)
 
@@ -213,7 +216,7 @@ def _on_new_context(ctx: Context) -> None:
 
 def _start_frozen_timer(ctx: Context) -> None:
     if ctx.frozen:
-        timeout = float(ctx.config_value("fsfreeze_timeout", 0) or 0)
+        timeout = ctx.config.fsfreeze_timeout
         if timeout > 0:
             _arm_timer(ctx, _state(ctx).generation, timeout)
 

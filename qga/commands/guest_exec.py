@@ -194,7 +194,7 @@ def _maybe_finished(ctx: Context, rec: ExecRecord) -> None:
 
 def _evict(ctx: Context) -> None:
     """Bound the finished-but-unqueried records: drop the oldest finished."""
-    limit = int(ctx.config_value("max_exec_records", 0) or 0)
+    limit = ctx.config.max_exec_records
     if limit <= 0:
         return
     table = _table(ctx)
@@ -245,7 +245,7 @@ def guest_exec(ctx: Context, path: str, arg: Optional[List[str]] = None,
         raise QgaError("x-timeout must be a positive number of seconds")
     mode = _capture_mode(capture_output)
     table = _table(ctx)
-    limit = int(ctx.config_value("max_concurrent_execs", 0) or 0)
+    limit = ctx.config.max_concurrent_execs
     if limit:
         with table.lock:
             running = sum(1 for r in table.records.values() if not r.done)

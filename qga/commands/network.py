@@ -76,7 +76,7 @@ def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
         raise QgaError(f"getifaddrs failed: {strerror(code)}") from None
     # Counters are only reported for interfaces that have an address.
     stats = netif.read_net_dev() if addrs else {}
-    exclude = list(ctx.config_value("interface_exclude", []) or [])
+    exclude = list(ctx.config.interface_exclude)
     return build_interfaces(links, addrs, stats, exclude)
 
 

@@ -19,7 +19,7 @@ from qga.linux import nvme
 from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
 from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
-from qga.linux.fsstat import DEFAULT_TIMEOUT, BoundedStatvfs
+from qga.linux.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
 from qga.registry import command
 
@@ -33,7 +33,7 @@ def _on_linux() -> bool:
 
 
 def _statvfs(ctx: Context) -> BoundedStatvfs:
-    timeout = float(ctx.config_value("statvfs_timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT)
+    timeout = ctx.config.statvfs_timeout
     return ctx.store("storage.statvfs", lambda: BoundedStatvfs(timeout))
 
 

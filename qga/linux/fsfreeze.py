@@ -1,20 +1,17 @@
-"""FIFREEZE / FITHAW / FITRIM on one mounted filesystem, and the hook runner.
+"""FIFREEZE / FITHAW / FITRIM on one mounted filesystem.
 
 Each ioctl helper takes an open descriptor of the mount point (opened with
 :func:`open_dir`) and raises :class:`OSError` with the kernel's errno; the
-command layer turns errno into qemu-ga's texts.  ``run_helper`` is qemu-ga
-10.2's helper runner: its own session, stdin on /dev/null, stdout and stderr
-captured into the error text.
+command layer turns errno into qemu-ga's texts.  The hook itself runs through
+:func:`qga.linux.helpers.run_helper`.
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import struct
-import subprocess
-from typing import List, Optional, Sequence, Tuple
+from typing import Tuple
 
-from qga.errors import QgaError
 
 # _IOWR('X', 119, int), _IOWR('X', 120, int), _IOWR('X', 121, struct fstrim_range)
 FIFREEZE = 0xC0045877
@@ -64,32 +61,3 @@ def trim(fd: int, minimum: int = 0) -> Tuple[int, int]:
     return _to_int64(length), _to_int64(minlen)
 
 
-def run_helper(argv: Sequence[str], action: str, timeout: Optional[float] = None) -> None:
-    """Run a helper program as qemu-ga 10.2's ``ga_run_command`` does.
-
-    Raises :class:`QgaError` with ``child process has failed to <action>: …``
-    texts.  The child is waited for here (not by the agent's SIGCHLD reaper:
-    only children registered with the loop are reaped there).
-    """
-    args: List[str] = list(argv)
-    try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, restore_signals=True)
-    except OSError as exc:
-        # qemu-ga's forked child reports a failed exec on its output and exits 1.
-        output = f"failed to exec '{args[0]}': {os.strerror(exc.errno or 0)}\n"
-        raise QgaError(f"child process has failed to {action}: {output}") from None
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.communicate()
-        raise QgaError(f"child process has failed to {action}: timed out after {timeout:g} seconds") from None
-    text = out.decode("utf-8", "replace")
-    if proc.returncode < 0:
-        raise QgaError("child process has terminated abnormally" + (f": {text}" if text else ""))
-    if proc.returncode:
-        if text:
-            raise QgaError(f"child process has failed to {action}: {text}")
-        raise QgaError(f"child process has failed to {action}: exit status {proc.returncode}")

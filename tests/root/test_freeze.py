@@ -260,6 +260,18 @@ def test_hook_failures(workdir: str, loopfs: LoopFs) -> None:
         fz.fsfreeze_freeze_list(c, [loopfs.mnt])
     assert info.value.desc == ("child process has failed to execute fsfreeze hook: "
                                f"failed to exec '{missing}': No such file or directory\n")
+    # A hook that hangs is killed after fsfreeze-hook-timeout; nothing gets frozen.
+    hung = os.path.join(workdir, "hung-hook.sh")
+    with open(hung, "w") as f:
+        f.write("#!/bin/sh\nsleep 60 &\nsleep 60\n")
+    os.chmod(hung, 0o755)
+    c = make_ctx(workdir, fsfreeze_hook=hung, fsfreeze_hook_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(QgaError) as info:
+        fz.fsfreeze_freeze_list(c, [loopfs.mnt])
+    assert time.monotonic() - started < 5
+    assert info.value.desc == "child process has failed to execute fsfreeze hook: timed out after 0.5 seconds"
+    assert not c.frozen and Writer(loopfs.mnt).finishes()
 
 
 @root
