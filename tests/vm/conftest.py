@@ -1,7 +1,10 @@
 """Fixtures for the real-VM tier (``-m vm``).
 
-One session guest per agent serves the read-only and self-restoring tests;
-shutdown/reboot/suspend tests get fresh guests from ``guest_factory``. When the
+One session guest per agent serves the read-only and self-restoring tests. The
+power tests (suspend, reboot, shutdown, in that order) share a second guest per
+agent booted from an ext4 root image, since virtio-9p does not survive S3; the
+shutdown test runs last and leaves it dead. ``guest_factory`` boots fully fresh
+guests for anything else. When the
 host cannot run QEMU at all the whole tier is skipped with the reason, and the
 reason is repeated in a banner in the terminal summary: never a silent pass.
 """
@@ -81,9 +84,10 @@ def guest_factory(vm_artifacts: vmlib.Artifacts) -> Iterator[Callable[..., vmlib
 class _Shared:
     """A session guest that is rebooted if a test killed it."""
 
-    def __init__(self, agent: str, art: vmlib.Artifacts) -> None:
+    def __init__(self, agent: str, art: vmlib.Artifacts, root: str = "9p") -> None:
         self.agent = agent
         self.art = art
+        self.root = root
         self.guest: Optional[vmlib.Guest] = None
         self.boots = 0
         self.boot_error: Optional[str] = None
@@ -104,7 +108,11 @@ class _Shared:
         if self.boots >= 3:
             pytest.fail(f"shared {self.agent} guest died {self.boots} times; giving up")
         self.boots += 1
-        g = vmlib.Guest(self.agent, artifacts=self.art, name=f"shared-{self.agent}")
+        kw: Dict[str, Any] = {}
+        if self.root == "disk":
+            # virtio-9p does not survive S3: the power guest boots from the ext4 root image.
+            kw = {"root": "disk", "rootfs_image": vmlib.ensure_rootfs_image()}
+        g = vmlib.Guest(self.agent, artifacts=self.art, name=f"{self.root}-{self.agent}", **kw)
         self.guest = g
         try:
             g.boot(timeout=PY_BOOT_TIMEOUT if self.agent == "py" else vmlib.DEFAULT_BOOT_TIMEOUT)
@@ -121,7 +129,9 @@ class _Shared:
 
 @pytest.fixture(scope="session")
 def _shared_guests(vm_artifacts: vmlib.Artifacts) -> Iterator[Dict[str, _Shared]]:
-    shared = {"c": _Shared("c", vm_artifacts), "py": _Shared("py", vm_artifacts)}
+    shared = {"c": _Shared("c", vm_artifacts), "py": _Shared("py", vm_artifacts),
+              "c-power": _Shared("c", vm_artifacts, root="disk"),
+              "py-power": _Shared("py", vm_artifacts, root="disk")}
     yield shared
     for s in shared.values():
         s.close()
@@ -137,3 +147,19 @@ def ref_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
 def py_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
     """The shared guest running qemu-ga-py, resynchronised."""
     return _shared_guests["py"].get()
+
+
+@pytest.fixture
+def ref_power_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
+    """qemu-ga 7.2 in a guest with an ext4 root (survives S3), shared by the power tests.
+
+    The power tests run in the order suspend, reboot, shutdown; a test finding
+    the guest dead or unresponsive gets a freshly booted one.
+    """
+    return _shared_guests["c-power"].get()
+
+
+@pytest.fixture
+def py_power_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
+    """qemu-ga-py in a guest with an ext4 root, shared by the power tests (see ref_power_guest)."""
+    return _shared_guests["py-power"].get()

@@ -114,18 +114,19 @@ def test_guest_info_matches_reference(py_guest: vmlib.Guest, ref_guest: vmlib.Gu
     assert scenarios.CORE_COMMANDS <= set(ours)
 
 
-# -- power: fresh guests --------------------------------------------------------------------------
+# -- power: one guest per agent booted from an ext4 root (see conftest) ----------------------------
 
 
-def test_shutdown_event(guest_factory: Callable[..., vmlib.Guest]) -> None:
-    scenarios.check_shutdown(guest_factory("py"))
+# Order matters: suspend and reboot leave the power guest running, shutdown ends it.
 
 
-def test_reboot_reset_event(guest_factory: Callable[..., vmlib.Guest]) -> None:
-    scenarios.check_reboot(guest_factory("py"))
+def test_suspend_ram_wakeup(py_power_guest: vmlib.Guest) -> None:
+    scenarios.check_suspend_ram(py_power_guest)
 
 
-def test_suspend_ram_wakeup(guest_factory: Callable[..., vmlib.Guest], vm_artifacts: Any) -> None:
-    # virtio-9p does not survive S3: boot from the read-only ext4 root image.
-    img = vmlib.ensure_rootfs_image()
-    scenarios.check_suspend_ram(guest_factory("py", root="disk", rootfs_image=img))
+def test_reboot_reset_event(py_power_guest: vmlib.Guest) -> None:
+    scenarios.check_reboot(py_power_guest)
+
+
+def test_shutdown_event(py_power_guest: vmlib.Guest) -> None:
+    scenarios.check_shutdown(py_power_guest)

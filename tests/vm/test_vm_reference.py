@@ -7,8 +7,6 @@ test_vm_agent.py points at qemu-ga-py and not at the tier.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import pytest
 
 from tests.vm import scenarios, vmlib
@@ -70,15 +68,16 @@ def test_set_user_password(ref_guest: vmlib.Guest) -> None:
     scenarios.check_set_user_password(ref_guest)
 
 
-def test_shutdown_event(guest_factory: Callable[..., vmlib.Guest]) -> None:
-    scenarios.check_shutdown(guest_factory("c"))
+# Order matters: suspend and reboot leave the power guest running, shutdown ends it.
 
 
-def test_reboot_reset_event(guest_factory: Callable[..., vmlib.Guest]) -> None:
-    scenarios.check_reboot(guest_factory("c"))
+def test_suspend_ram_wakeup(ref_power_guest: vmlib.Guest) -> None:
+    scenarios.check_suspend_ram(ref_power_guest)
 
 
-def test_suspend_ram_wakeup(guest_factory: Callable[..., vmlib.Guest], vm_artifacts: Any) -> None:
-    # virtio-9p does not survive S3: boot from the read-only ext4 root image.
-    img = vmlib.ensure_rootfs_image()
-    scenarios.check_suspend_ram(guest_factory("c", root="disk", rootfs_image=img))
+def test_reboot_reset_event(ref_power_guest: vmlib.Guest) -> None:
+    scenarios.check_reboot(ref_power_guest)
+
+
+def test_shutdown_event(ref_power_guest: vmlib.Guest) -> None:
+    scenarios.check_shutdown(ref_power_guest)

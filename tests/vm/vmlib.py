@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -735,6 +735,7 @@ class Guest:
         self._agent: Optional[AgentClient] = None
         self._qmp: Optional[QMPClient] = None
         self.boot_seconds: Optional[float] = None
+        self.milestones: Dict[str, float] = {}
         self.started_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -829,11 +830,20 @@ class Guest:
         if extra_args is not None:
             self.extra_args = list(extra_args)
         self.start()
+        t0 = self.started_at
         if wait_agent and self.agent_kind != "none":
-            self.wait_agent(timeout)
-        self.boot_seconds = time.monotonic() - self.started_at
+            deadline = t0 + timeout
+            # Milestones (host clock) for the demo and for diagnosing slow boots.
+            self.wait_console(r"qga-vm: init: agent=", timeout)
+            self.milestones["init started"] = time.monotonic() - t0
+            self.wait_console(r"qga-vm: init: root ready", max(1.0, deadline - time.monotonic()))
+            self.milestones["root ready"] = time.monotonic() - t0
+            self.wait_agent(max(1.0, deadline - time.monotonic()))
+            self.milestones["agent synced"] = time.monotonic() - t0
+        self.boot_seconds = time.monotonic() - t0
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.milestones.items())
         log(f"{self.name}: agent={self.agent_kind} root={self.root} up in {self.boot_seconds:.1f}s "
-            f"(console: {self.console_log})")
+            f"({steps}; console: {self.console_log})")
         return self.boot_seconds
 
     def wait_agent(self, timeout: float = DEFAULT_BOOT_TIMEOUT, marker_from: int = 0) -> None:
