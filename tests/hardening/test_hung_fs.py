@@ -1,0 +1,99 @@
+"""Slow handlers: a command stuck on a hung filesystem does not wedge the agent (issue 8).
+
+The hung filesystem is real: a FUSE mount whose server never answers (see
+:mod:`tests.hardening.hungfs`), in a mount namespace private to the agent.
+With ``--command-timeout 2`` a ``guest-file-open`` below it gets an error
+reply after 2 s, requests queued behind it are then served in order, the
+next commands run in a fresh worker, and when the stuck calls finally fail
+their late results are discarded (nothing is answered twice).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterator
+
+import pytest
+
+from tests.agentproc import ours_argv
+from tests.hardening.hungfs import HungFsAgent, fuse_unavailable
+from tests.hardening.util import parse_reply_line, thread_count
+
+DEADLINE = 2.0
+MARGIN = 1.5
+
+pytestmark = pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+
+
+@pytest.fixture
+def hung(agent_dir: str) -> Iterator[HungFsAgent]:
+    """An agent with ``--command-timeout 2`` that sees a hung FUSE mount at ``<dir>/hung``."""
+    proc = HungFsAgent(ours_argv(agent_dir, ["--command-timeout", str(DEADLINE)]), agent_dir,
+                       os.path.join(agent_dir, "hung"))
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+def _send(conn, name: str, rid: int, **args) -> None:
+    req = {"execute": name, "id": rid}
+    if args:
+        req["arguments"] = args
+    conn.send(json.dumps(req).encode())
+
+
+def test_hung_open_times_out_and_agent_serves_later_requests(hung: HungFsAgent, agent_dir: str) -> None:
+    conn = hung.connect()
+    conn.sync()
+    assert hung.mountpoint in hung.agent_mounts(), "the hung mount is not in the agent's namespace"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        assert hung.mountpoint not in f.read(), "the hung mount leaked into the test's namespace"
+    threads_before = thread_count(hung.pid)
+
+    # 1. A file open on the hung filesystem: error at the deadline, not a wedge.
+    start = time.monotonic()
+    _send(conn, "guest-file-open", 1, path=os.path.join(hung.mountpoint, "file"), mode="r")
+    _send(conn, "guest-ping", 2)          # queued behind it: served right after the deadline
+    first = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    elapsed = time.monotonic() - start
+    assert first["id"] == 1 and "error" in first, first
+    assert first["error"]["desc"] == f"command guest-file-open did not complete within {DEADLINE:g} seconds"
+    assert DEADLINE - 0.2 <= elapsed <= DEADLINE + MARGIN, elapsed
+    assert parse_reply_line(conn.read_line(2)) == {"return": {}, "id": 2}
+
+    # 2. The agent is healthy: ping at once, a real file opens in the fresh worker.
+    assert conn.request({"execute": "guest-ping"}, 1) == {"return": {}}
+    path = os.path.join(agent_dir, "plain.txt")
+    with open(path, "w", encoding="ascii") as f:
+        f.write("hello")
+    handle = conn.cmd("guest-file-open", timeout=DEADLINE, path=path, mode="r")
+    assert conn.cmd("guest-file-read", timeout=DEADLINE, handle=handle)["buf-b64"] == "aGVsbG8="
+    conn.cmd("guest-file-close", timeout=DEADLINE, handle=handle)
+
+    # 3. A second stuck command also times out; threads grow by one per stuck call only.
+    start = time.monotonic()
+    _send(conn, "guest-file-open", 3, path=os.path.join(hung.mountpoint, "other"), mode="r")
+    reply = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    assert reply["id"] == 3 and "did not complete" in reply["error"]["desc"], reply
+    assert time.monotonic() - start <= DEADLINE + MARGIN
+    assert thread_count(hung.pid) <= threads_before + 2, "abandoned workers are not bounded by stuck calls"
+
+    # 4. guest-get-fsinfo (statvfs of every mount) answers within the deadline, whatever it skips.
+    start = time.monotonic()
+    _send(conn, "guest-get-fsinfo", 4)
+    reply = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    assert reply["id"] == 4 and time.monotonic() - start <= DEADLINE + MARGIN, reply
+
+    # 5. The hung server goes away: the stuck calls fail now, their late replies are discarded.
+    hung.release()
+    time.sleep(0.5)
+    conn.sync(77)
+    conn.expect_silence(0.5)
+    assert conn.request({"execute": "guest-ping", "id": 5}, 2) == {"return": {}, "id": 5}
+    assert hung.proc.poll() is None
+    assert "did not finish within 2 s: abandoned" in hung.log()
+    assert "discarding the late reply of an abandoned command" in hung.log()
+    conn.close()
+    assert hung.stop() == 0, hung.log()
