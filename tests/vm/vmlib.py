@@ -54,6 +54,8 @@ SERIAL_ROOTFS = "qga-rootfs"
 MNT_EXT4 = "/mnt/data-ext4"
 MNT_XFS = "/mnt/data-xfs"
 
+# Third-party packages the agent imports, copied into the suspend-test root image.
+ROOTFS_SITE_PACKAGES = os.environ.get("QGA_VM_ROOTFS_SITE", "psutil serial").split()
 DEFAULT_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_BOOT_TIMEOUT", "180"))
 APT_PACKAGES = ["qemu-system-x86", "qemu-utils", "busybox-static", "xfsprogs",
                 "e2fsprogs", "qemu-guest-agent"]
@@ -135,13 +137,19 @@ def install_prerequisites(timeout: float = 900) -> None:
                             + " and cannot apt-get install them (not root or no apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log("apt-get install " + " ".join(APT_PACKAGES))
-    try:
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
-                       check=True, timeout=timeout, env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-    except (subprocess.SubprocessError, OSError) as e:
-        out = getattr(e, "output", b"") or b""
-        raise VMUnavailable(f"apt-get install failed: {e}\n{out.decode(errors='replace')[-2000:]}")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES]
+    for attempt in (1, 2):
+        try:
+            subprocess.run(install, check=True, timeout=timeout, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+            return
+        except (subprocess.SubprocessError, OSError) as e:
+            out = getattr(e, "output", b"") or b""
+            if attempt == 2:
+                raise VMUnavailable(f"apt-get install failed: {e}\n{out.decode(errors='replace')[-2000:]}")
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update"], timeout=timeout, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
 
 
 @dataclass
@@ -182,8 +190,18 @@ class _CacheLock:
 
 def _kernel_package() -> str:
     """Name of the versioned kernel package that linux-image-amd64 depends on."""
-    out = _run(["apt-cache", "depends", "linux-image-amd64"], timeout=120).stdout
-    m = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", out)
+    rx = r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)"
+    try:
+        out = _run(["apt-cache", "depends", "linux-image-amd64"], timeout=120).stdout
+    except subprocess.CalledProcessError as e:
+        out = e.output or ""
+    m = re.search(rx, out)
+    if not m and os.geteuid() == 0:
+        log("apt-get update (no linux-image-amd64 in the package lists)")
+        subprocess.run(["apt-get", "update"], timeout=600, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        out = _run(["apt-cache", "depends", "linux-image-amd64"], timeout=120).stdout
+        m = re.search(rx, out)
     if not m:
         raise VMUnavailable("apt-cache depends linux-image-amd64 names no kernel package:\n" + out)
     return m.group(1)
@@ -1010,7 +1028,9 @@ def ensure_rootfs_image(agent: str = "py", python: Optional[str] = None,
     prefix = Path(python).resolve().parent.parent
     pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     h = hashlib.sha256()
-    for p in sorted((repo / "qga").rglob("*.py")) + [GUEST_DIR / "init.sh", Path(python)]:
+    pkg = [p for p in sorted((repo / "qga").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    h.update(" ".join(ROOTFS_SITE_PACKAGES).encode())
+    for p in pkg + [GUEST_DIR / "init.sh", Path(python)]:
         h.update(str(p).encode())
         st = p.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
@@ -1101,7 +1121,7 @@ def _stage_rootfs(stage: Path, python: str, prefix: Path, pyver: str, repo: Path
             _copy_into(stage, lib)
     # Third-party modules the agent imports, from the host interpreter's site-packages.
     site = stdlib / "site-packages"
-    for name in ["psutil", "serial"]:
+    for name in ROOTFS_SITE_PACKAGES:
         for p in site.glob(name):
             _copy_into(stage, p)
             for so in p.rglob("*.so"):
