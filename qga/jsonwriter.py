@@ -1,0 +1,189 @@
+"""JSON serialisation byte-identical to QEMU's compact writer (spec 1.3, 1.10).
+
+* separators ``": "`` and ``", "``; the reply ends with ``\\n``;
+* strings: short escapes for ``\\b \\f \\n \\r \\t``, ``\\"`` and ``\\\\``;
+  every other code point below 0x20 or from 0x7F up as upper-case
+  ``\\uXXXX`` (surrogate pairs above U+FFFF); ``/`` is not escaped; text
+  QEMU's reader would find invalid becomes ``\\uFFFD``;
+* floats with C ``%.17g`` (``inf``, ``-inf``, ``nan`` as glibc prints them);
+* object members in QDict hash-table order.
+
+The C encoder of the ``json`` module does the escaping (its escape set is
+QEMU's, only the hex case differs), so large strings cost a few passes at
+memory speed; a regex fix-up runs only when the output contains ``\\u``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from json.encoder import encode_basestring_ascii as _escape
+from typing import Any, Dict, List, Tuple
+
+from qga.jsonstream import qemu_lossy_decode
+
+__all__ = ["dumps", "qdict_key_hash", "qemu_member_order"]
+
+_BUCKETS = 512
+# One \uXXXX escape, a pair of them, or an escaped backslash (which must be
+# skipped so that a literal "\\u0041" in the text is left alone).
+_FIXUP = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_order_cache: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+
+
+def qdict_key_hash(key: str) -> int:
+    """QEMU's tdb_hash() of a QDict key (on its UTF-8 bytes, up to a NUL)."""
+    data = key.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+    h = (0x238F13AF * len(data)) & 0xFFFFFFFF
+    for i, c in enumerate(data):
+        h = (h + (c << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * h + 12345) & 0xFFFFFFFF
+
+
+def qemu_member_order(keys: Tuple[str, ...]) -> Tuple[str, ...]:
+    """Iteration order of a QDict whose keys were inserted in ``keys`` order."""
+    order = _order_cache.get(keys)
+    if order is None:
+        buckets: Dict[int, List[str]] = {}
+        for k in keys:
+            # Newest first inside a bucket (QLIST_INSERT_HEAD).
+            buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
+        order = tuple(k for b in sorted(buckets) for k in buckets[b])
+        if len(_order_cache) < 4096:   # replies use a small, fixed set of shapes
+            _order_cache[keys] = order
+    return order
+
+
+def _valid_cp(cp: int) -> bool:
+    return not (0xD800 <= cp <= 0xDFFF or 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE)
+
+
+def _fix(m: "re.Match[str]") -> str:
+    whole = m.group()
+    if whole == "\\\\":
+        return whole
+    if m.group(3) is not None:
+        cp = int(m.group(3), 16)
+        return "\\u" + m.group(3).upper() if _valid_cp(cp) else "\\uFFFD"
+    hi, lo = int(m.group(1), 16), int(m.group(2), 16)
+    cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+    return whole.upper().replace("\\U", "\\u") if _valid_cp(cp) else "\\uFFFD"
+
+
+def _qemu_text(s: str) -> str:
+    """What QEMU would print for the bytes a surrogateescape'd str stands for."""
+    s = _UNESCAPABLE.sub("\ufffd", s)
+    return qemu_lossy_decode(s.encode("utf-8", "surrogateescape").replace(b"\0", b"\xc0\x80"))
+
+
+def _string(s: str) -> str:
+    out = _escape(s)
+    if "\\u" in out:
+        if "\\ud" in out and _SURROGATES.search(s):
+            out = _escape(_qemu_text(s))
+        out = _FIXUP.sub(_fix, out)
+    return out
+
+
+def _float(x: float) -> str:
+    if x != x:
+        return "-nan" if math.copysign(1.0, x) < 0 else "nan"
+    return "%.17g" % x
+
+
+def _write(obj: Any, out: List[str]) -> None:
+    if isinstance(obj, str):
+        out.append(_string(obj))
+    elif isinstance(obj, dict):
+        if not obj:
+            out.append("{}")
+            return
+        keys = tuple(obj)
+        order = keys if len(keys) == 1 else qemu_member_order(keys)
+        sep = "{"
+        for k in order:
+            out.append(sep)
+            out.append(_string(k))
+            out.append(": ")
+            _write(obj[k], out)
+            sep = ", "
+        out.append("}")
+    elif obj is True:
+        out.append("true")
+    elif obj is False:
+        out.append("false")
+    elif obj is None:
+        out.append("null")
+    elif isinstance(obj, int):
+        out.append(int.__repr__(obj))
+    elif isinstance(obj, float):
+        out.append(_float(obj))
+    elif isinstance(obj, (list, tuple)):
+        if not obj:
+            out.append("[]")
+            return
+        sep = "["
+        for v in obj:
+            out.append(sep)
+            _write(v, out)
+            sep = ", "
+        out.append("]")
+    else:
+        raise TypeError(f"cannot serialise {type(obj).__name__} as JSON")
+
+
+_END = object()
+
+
+def _write_deep(obj: Any, out: List[str]) -> None:
+    """Iterative twin of _write for values nested deeper than Python recursion.
+
+    The parser accepts 1024 levels, and an id that deep is echoed back.
+    """
+    stack: List[list] = []   # [iterator over keys/items, closer, dict or None, first]
+    pending = obj
+    while True:
+        if isinstance(pending, dict) and pending:
+            keys = tuple(pending)
+            order = keys if len(keys) == 1 else qemu_member_order(keys)
+            out.append("{")
+            stack.append([iter(order), "}", pending, True])
+        elif isinstance(pending, (list, tuple)) and pending:
+            out.append("[")
+            stack.append([iter(pending), "]", None, True])
+        else:
+            _write(pending, out)
+        while stack:
+            frame = stack[-1]
+            nxt = next(frame[0], _END)
+            if nxt is _END:
+                out.append(frame[1])
+                stack.pop()
+                continue
+            if frame[3]:
+                frame[3] = False
+            else:
+                out.append(", ")
+            if frame[2] is not None:
+                out.append(_string(nxt))
+                out.append(": ")
+                pending = frame[2][nxt]
+            else:
+                pending = nxt
+            break
+        else:
+            return
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
+    out: List[str] = []
+    try:
+        _write(obj, out)
+    except RecursionError:
+        out = []
+        _write_deep(obj, out)
+    out.append("\n")
+    # Everything is ASCII by now; encoding a compact ASCII str is a memcpy.
+    return "".join(out).encode("ascii")

@@ -1,0 +1,210 @@
+"""The streaming parser against spec 1.5-1.7 (the real agent's behaviour)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, List
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qga.jsonstream import JsonParseError, JsonStreamParser
+from qga.jsonwriter import dumps
+
+E = JsonParseError
+P = "JSON parse error, "
+
+
+def parse(data: bytes, fast: bool = True, **kw: int) -> List[Any]:
+    p = JsonStreamParser(**kw)
+    p._fast = fast and p._fast
+    return p.feed(data)
+
+
+def ping(id_text: bytes) -> bytes:
+    return b'{"execute":"guest-ping","id":' + id_text + b"}\n"
+
+
+# Every row of spec 1.5's JSON part, and the cascades the real agent produces.
+TABLE = [
+    (b"[]\n[1,2]\n42\n\"str\"\nnull\ntrue\n", [[], [1, 2], 42, "str", None, True]),
+    (b"{}\n", [{}]),
+    (b'{"execute":"guest-ping",}\n', [E(P + "expecting value")]),
+    (b'{"execute" "guest-ping"}\n', [E(P + "missing : in object pair")]),
+    (b'{"a":1,"a":2}', [E(P + "duplicate key")]),
+    (b'{"a":{"b":1,"b":2}}', [E(P + "duplicate key")]),
+    (b"abc\n", [E(P + "invalid keyword 'abc'")]),
+    (b"tru\n", [E(P + "invalid keyword 'tru'")]),
+    (ping(b"True"), [E(P + "stray 'T'"), E(P + "expecting value")]),
+    (b"\x01", [E(P + "stray '\x01'")]),
+    (b"\xff", [E(P + "stray '\ufffd'")]),
+    (ping(b'"tab\there"'), [E(P + "stray '\"tab\t'"), E(P + "expecting value")]),
+    (ping(b'"partial\xff"'), [E(P + "stray '\"partial\ufffd'"), E(P + "expecting value")]),
+    (ping(b"01"), [E(P + "stray '01'"), E(P + "expecting value")]),
+    (ping(b"1."), [E(P + "stray '1.}'")]),
+    (ping(b"-"), [E(P + "stray '-}'")]),
+    (ping(b".5"), [E(P + "stray '.'"), E(P + "expecting value")]),
+    (ping(b'"bad\\x"'), [E(P + "invalid escape sequence in string")]),
+    (ping(b'"\\ud800"'), [E(P + "\\ud800 is not a valid Unicode character")]),
+    (ping(b'"\\u00zz"'), [E(P + "\\u00zz is not a valid Unicode character")]),
+    (ping(b'"\xc3"'), [E(P + "invalid UTF-8 sequence in string")]),
+    (ping(b'"\xed\xa0\x80"'), [E(P + "invalid UTF-8 sequence in string")]),
+    (ping(b"%d"), [E(P + "stray '%'"), E(P + "expecting value")]),
+    (ping(b"0e5"), [E(P + "expected separator in dict")]),
+    (ping(b'"\\u1"'), [E(P + '\\u1" is not a valid Unicode character')]),
+    (b'{"a":1,"a":2,"b":"\\x"}', [E(P + "duplicate key")]),
+    (b'{"a":"\\x","a":1}', [E(P + "invalid escape sequence in string")]),
+    (b'"ab\x00cd"', [E(P + "stray '\"ab'")]),
+    (b"}]", [E(P + "expecting value"), E(P + "expecting value")]),
+    (b"[1}{]", [E(P + "expected separator in list"), E(P + "expecting value")]),
+    (b"{1:2}{{}:1}", [E(P + "key is not a string in object")] * 2),
+    (b"[1 2]", [E(P + "expected separator in list")]),
+    (b"a" * 1500 + b" ", [E((P + "invalid keyword '" + "a" * 1500)[:len(P) + 1023])]),
+]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("data,items", TABLE, ids=[repr(t[0][:30]) for t in TABLE])
+def test_table(data: bytes, items: List[Any], fast: bool) -> None:
+    assert parse(data, fast) == items
+
+
+@pytest.mark.parametrize("text,value", [
+    (b"9223372036854775807", 9223372036854775807), (b"9223372036854775808", 9223372036854775808),
+    (b"18446744073709551615", 18446744073709551615),
+    (b"18446744073709551616", 1.8446744073709552e19), (b"-9223372036854775809", -9.223372036854776e18),
+    (b"12345678901234567890123", 1.2345678901234568e+22), (b"1e3", 1000.0), (b"-0", 0),
+    (b"1e400", float("inf")), (b'"\\u0000\xc0\x80"', "\x00\x00"), (b"'it\\'s \"x\"'", "it's \"x\""),
+    (b'"\\ud83d\\ude00\xf0\x9f\x98\x80"', "\U0001F600" * 2), (b'"\\/"', "/"), (b"1" * 5000, float("inf")),
+])
+@pytest.mark.parametrize("fast", [True, False])
+def test_values(text: bytes, value: Any, fast: bool) -> None:
+    got = parse(b'{"id":' + text + b"}", fast)
+    assert got == [{"id": value}] and type(got[0]["id"]) is type(value)
+
+
+def test_top_level_scalar_needs_lookahead() -> None:
+    p = JsonStreamParser()
+    assert p.feed(b"123") == []
+    assert p.feed(b"4") == []
+    assert p.feed(b" ") == [1234]
+    assert p.feed(b"tru") == [] and p.feed(b"e,") == [True, E(P + "expecting value")]
+
+
+MIXED = (b'{"execute":"guest-ping"}{"execute":"guest-ping","id":[1,{"a":"\xc3\xa9\\n"}]}\n'
+         b"[1,2] 42 'sq\\'' {\"a\":1.5e3}\r\n{\"a\":True}\n\x01\xff\"x\xfe{\"d\":1,\"d\":2}"
+         b'{"execute":"guest-ping","id":-0.0}\t{"x":"\\ud800"} null\n')
+
+
+def test_split_at_every_offset() -> None:
+    whole = parse(MIXED)
+    assert len(whole) > 10
+    for i in range(len(MIXED) + 1):
+        p = JsonStreamParser()
+        assert p.feed(MIXED[:i]) + p.feed(MIXED[i:]) == whole, i
+    p = JsonStreamParser()
+    assert [x for b in MIXED for x in p.feed(bytes((b,)))] == whole
+
+
+def test_ff_at_every_position_resets() -> None:
+    req = b'{"execute":"guest-ping","id":[12, 1.5e3, "a\\"b", true]}'
+    for i in range(len(req)):
+        items = parse(req[:i] + b"\xff" + req)
+        assert len(items) == 2, (i, items)
+        assert isinstance(items[0], E) and items[0].desc.startswith(P + "stray '")
+        assert items[0].desc.endswith("\ufffd'")
+        assert items[1] == json.loads(req)
+
+
+def test_state_survives_feeds_and_reset() -> None:
+    p = JsonStreamParser()
+    assert p.feed(b'{"execute":"guest-ping","id":"pa') == []
+    assert p.feed(b'rtial"}\n') == [{"execute": "guest-ping", "id": "partial"}]
+    p.feed(b'{"a":')
+    p.reset()
+    assert p.feed(b"[]") == [[]]
+
+
+def test_nesting_limit() -> None:
+    assert parse(b"[" * 1024 + b"]" * 1024) != []
+    items = parse(b"[" * 1025 + b"]" * 1025)
+    assert items == [E("JSON nesting depth limit exceeded")] + [E(P + "expecting value")] * 1025
+    items = parse(b"[" * 3 + b"]" * 3, max_depth=2)
+    assert items == [E("JSON nesting depth limit exceeded")] + [E(P + "expecting value")] * 3
+
+
+def test_token_limits_small_scale() -> None:
+    assert parse(b"[1,2,3]", max_tokens=7) == [[1, 2, 3]]
+    assert parse(b"[1,2,3]", max_tokens=6) == [E("JSON token count limit exceeded")]
+    assert parse(b"[1,2,3]", max_tokens=5) == [E("JSON token count limit exceeded"),
+                                               E(P + "expecting value")]
+    # token bytes: '"abc"' is 5, plus [ and ] -> 7; sum + 1 must stay <= limit
+    assert parse(b'["abc"]', max_token_bytes=8) == [["abc"]]
+    assert parse(b'["abc"]', max_token_bytes=7)[0] == E("JSON token size limit exceeded")
+    # a single token longer than the limit is cut and the rest lexed afresh
+    assert parse(b'"abcdefgh" ', max_token_bytes=6) == [
+        E("JSON token size limit exceeded"), E(P + "invalid keyword 'gh'")]
+
+
+def test_huge_inputs_bounded_time() -> None:
+    p = JsonStreamParser()
+    line = b'{"execute":"guest-ping","id":"' + b"A" * (70 << 20) + b'"}\n'
+    t0 = time.monotonic()
+    items: List[Any] = []
+    for i in range(0, len(line), 1 << 20):
+        items += p.feed(line[i:i + (1 << 20)])
+    assert items[0] == E("JSON token size limit exceeded")
+    assert len(p._buf) < (1 << 20)
+    deep = b"[" * 2000 + b"]" * 2000 + b"\n" + b"{" * 2000 + b"}" * 2000 + b"\n"
+    items = p.feed(b"\xff" + deep)
+    assert len(p.feed(b'{"execute":"guest-ping"}')) == 1
+    assert time.monotonic() - t0 < 30
+    assert len(items) > 2000
+
+
+def test_random_bytes_do_not_crash() -> None:
+    import random
+    rnd = random.Random(1)
+    p = JsonStreamParser()
+    for _ in range(300):
+        data = bytes(rnd.choice(b'{}[]:,"\'\\ \n0123456789-+.eEtrufalsn\x00\xff\xc3\xa9u')
+                     for _ in range(rnd.randint(1, 50)))
+        for item in p.feed(data):
+            if isinstance(item, E):
+                dumps(item.desc)
+    p.feed(b"\xff\n")
+    assert p.feed(b'{"a":1}') == [{"a": 1}]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4),
+    max_leaves=20)
+
+
+def _valid_text(v: Any) -> bool:
+    """Noncharacters and surrogates are written as U+FFFD, so skip them."""
+    if isinstance(v, str):
+        return all(not (0xD800 <= ord(c) <= 0xDFFF or 0xFDD0 <= ord(c) <= 0xFDEF
+                        or (ord(c) & 0xFFFE) == 0xFFFE) for c in v)
+    if isinstance(v, list):
+        return all(map(_valid_text, v))
+    if isinstance(v, dict):
+        return all(map(_valid_text, v)) and all(map(_valid_text, v.values()))
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(1, 17))
+def test_roundtrip_property(value: Any, chunk: int) -> None:
+    if not _valid_text(value):
+        return
+    data = dumps({"id": value})
+    for fast in (True, False):
+        p = JsonStreamParser()
+        p._fast = fast
+        items = [x for i in range(0, len(data), chunk) for x in p.feed(data[i:i + chunk])]
+        assert items == [{"id": value}]
+        assert dumps(items[0]) == data

@@ -1,0 +1,72 @@
+"""Byte-exact writer examples from spec 1.3 and 1.10."""
+from __future__ import annotations
+
+import pytest
+
+from qga.jsonwriter import dumps, qemu_member_order
+
+
+def test_reply_orders() -> None:
+    assert dumps({"return": {}, "id": 1}) == b'{"return": {}, "id": 1}\n'
+    assert dumps({"error": {"class": "GenericError", "desc": "x"}, "id": "a"}) == \
+        b'{"id": "a", "error": {"class": "GenericError", "desc": "x"}}\n'
+
+
+@pytest.mark.parametrize("keys,order", [
+    ("version supported_commands", "version supported_commands"),
+    ("name enabled success-response", "enabled name success-response"),
+    ("count eof buf-b64", "count buf-b64 eof"),
+    ("position eof", "eof position"),
+    ("exited exitcode signal out-data err-data out-truncated err-truncated",
+     "exitcode err-data out-data err-truncated signal out-truncated exited"),
+    ("load1m load5m load15m", "load15m load5m load1m"),
+    ("zone offset", "zone offset"),
+    ("user domain login-time", "login-time domain user"),
+])
+def test_member_order(keys: str, order: str) -> None:
+    assert qemu_member_order(tuple(keys.split())) == tuple(order.split())
+    d = {k: 0 for k in keys.split()}
+    assert dumps(d) == ("{" + ", ".join(f'"{k}": 0' for k in order.split()) + "}\n").encode()
+
+
+@pytest.mark.parametrize("value,text", [
+    (0.1, b"0.10000000000000001"), (1.0, b"1"), (2.5, b"2.5"), (float("1e400"), b"inf"),
+    (float("-1e400"), b"-inf"), (float("nan"), b"nan"), (-0.0, b"-0"), (1e22, b"1e+22"),
+    (1.2345678901234568e+22, b"1.2345678901234568e+22"), (18446744073709551615, b"18446744073709551615"),
+    (-9223372036854775808, b"-9223372036854775808"), (True, b"true"), (False, b"false"),
+    (None, b"null"), ([], b"[]"), ({}, b"{}"), ([1, [2, {}]], b"[1, [2, {}]]"),
+])
+def test_scalars(value: object, text: bytes) -> None:
+    assert dumps(value) == text + b"\n"
+
+
+@pytest.mark.parametrize("s,text", [
+    ("\x7f", r'"\u007F"'), ("\U0001F600", r'"\uD83D\uDE00"'), ("\udcff", r'"\uFFFD"'),
+    ("é", r'"\u00E9"'), ("\x00\x01\x1f", r'"\u0000\u0001\u001F"'), ("/", '"/"'),
+    ('"\\\b\f\n\r\t', r'"\"\\\b\f\n\r\t"'), ("a\\u00e9", r'"a\\u00e9"'),
+    ("\ufffe\ufdd0\U0001FFFF", r'"\uFFFD\uFFFD\uFFFD"'), ("\uabcd", r'"\uABCD"'),
+    # surrogateescape'd bytes E2 82 are one truncated sequence: one U+FFFD, as in C
+    ("\udce2\udc82x", r'"\uFFFDx"'), ("\udcc3\udca9", r'"\u00E9"'), ("\ud800", r'"\uFFFD"'),
+])
+def test_strings(s: str, text: str) -> None:
+    assert dumps(s) == text.encode() + b"\n"
+
+
+def test_big_string_fast() -> None:
+    s = "QUJD" * (1 << 20)
+    assert dumps({"count": 3, "buf-b64": s, "eof": True}) == \
+        b'{"count": 3, "buf-b64": "' + s.encode() + b'", "eof": true}\n'
+
+
+def test_unsupported_type() -> None:
+    with pytest.raises(TypeError):
+        dumps({"x": object()})
+
+
+def test_deep_nesting() -> None:
+    deep: object = 1
+    for i in range(1500):
+        deep = [deep] if i % 2 else {"b": deep, "a": None}
+    text = dumps(deep)
+    assert text.startswith(b'[{"a": null, "b": [{"a": null') and text.endswith(b"]}]\n")
+    assert text.count(b"[") == 750 and text.count(b"{") == 750
