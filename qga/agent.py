@@ -188,7 +188,16 @@ class Agent:
 
     # -- data path ---------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
-        self.dispatcher.submit(self.parser.feed(data))
+        transport = self.transport
+        if transport is None:
+            self.dispatcher.submit(self.parser.feed(data))
+            return
+        # The replies to everything in this chunk leave in one writev.
+        transport.cork()
+        try:
+            self.dispatcher.submit(self.parser.feed(data))
+        finally:
+            transport.uncork()
         if self.dispatcher.backlog > MAX_BACKLOG and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()

@@ -11,6 +11,7 @@ are served; its late result is discarded.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
@@ -25,6 +26,21 @@ from qga.worker import Worker
 log = logging.getLogger(__name__)
 
 _NO_ID = object()
+_NO_ARGS: Dict[str, Any] = {}  # read only: validators never modify their input
+
+
+def _encode_return(result: Any, rid: Any) -> bytes:
+    """``{"return": RESULT[, "id": ID]}`` + newline, as :func:`dumps` writes it.
+
+    QDict order puts "return" before "id"; the common shapes (no result, an
+    integer id) skip the general writer.
+    """
+    if rid is _NO_ID:
+        return dumps({"return": result}) if result is not None else b'{"return": {}}\n'
+    value = b"{}" if result is None else dumps(result)[:-1]
+    if type(rid) is int:
+        return b'{"return": ' + value + b', "id": ' + int.__repr__(rid).encode() + b"}\n"
+    return b'{"return": ' + value + b', "id": ' + dumps(rid)[:-1] + b"}\n"
 
 
 def error_reply(err: QgaError, rid: Any = _NO_ID) -> bytes:
@@ -37,6 +53,14 @@ def error_reply(err: QgaError, rid: Any = _NO_ID) -> bytes:
 
 def check_request(item: Any) -> Tuple[str, Dict[str, Any], Any]:
     """(command name, arguments, id) of a request object, or QgaError."""
+    if type(item) is dict:
+        # Fast path for a well-formed request: with no error to report, the
+        # order in which members are checked does not matter.
+        name = item.get("execute")
+        arguments = item.get("arguments", _NO_ARGS)
+        if type(name) is str and type(arguments) is dict and \
+                len(item) == 1 + ("arguments" in item) + ("id" in item):
+            return name, arguments, item.get("id", _NO_ID)
     if not isinstance(item, dict):
         raise QgaError("QMP input must be a JSON object")
     for key in member_order(list(item)):
@@ -65,10 +89,8 @@ def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) ->
         return error_reply(QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}"), rid)
     if not cmd.success_response:
         return None
-    reply: Dict[str, Any] = {"return": {} if result is None else result}
-    if rid is not _NO_ID:
-        reply["id"] = rid
-    return cmd.reply_prefix + dumps(reply) if cmd.reply_prefix else dumps(reply)
+    reply = _encode_return(result, rid)
+    return cmd.reply_prefix + reply if cmd.reply_prefix else reply
 
 
 class Dispatcher:
@@ -82,7 +104,13 @@ class Dispatcher:
         self.queue: Deque[Any] = deque()
         self.worker = Worker(lambda fn: ctx.loop.call_soon_threadsafe(fn))
         self._busy: Optional[Tuple[int, Command]] = None
+        #: The one outstanding deadline timer.  It is never cancelled (a
+        #: cancelled timer stays in the loop's heap until it is due, so one
+        #: timer per command would hold memory for ``deadline`` seconds under
+        #: load); when it fires it checks the running job and re-arms itself.
         self._timer: Any = None
+        #: (job, monotonic time it expires, command, request id, seconds).
+        self._deadline: Optional[Tuple[int, float, Command, Any, float]] = None
         self._job = 0
 
     @property
@@ -132,7 +160,13 @@ class Dispatcher:
         if deadline == DEFAULT_DEADLINE and self.default_deadline is not None:
             deadline = self.default_deadline
         if deadline is not None:
-            self._timer = self.ctx.loop.call_later(deadline, self._expired, job, cmd, rid, deadline)
+            when = time.monotonic() + deadline
+            self._deadline = (job, when, cmd, rid, deadline)
+            if self._timer is not None and self._timer.when > when:
+                self._timer.cancel()  # a shorter deadline than the armed one: rare
+                self._timer = None
+            if self._timer is None:
+                self._timer = self.ctx.loop.call_later(deadline, self._check_deadline)
         self.worker.submit(lambda: run_command(self.ctx, cmd, kwargs, rid),
                            lambda data: self._finished(job, data))
 
@@ -140,19 +174,23 @@ class Dispatcher:
         if self._busy is None or self._busy[0] != job:
             log.warning("discarding the late reply of an abandoned command")
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
         self._busy = None
         self._reply(data)
         self._pump()
 
-    def _expired(self, job: int, cmd: Command, rid: Any, deadline: float) -> None:
-        if self._busy is None or self._busy[0] != job:
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._deadline is None or self._busy is None or self._busy[0] != self._deadline[0]:
+            return
+        job, when, cmd, rid, deadline = self._deadline
+        remaining = when - time.monotonic()
+        if remaining > 0:
+            self._timer = self.ctx.loop.call_later(remaining, self._check_deadline)
             return
         log.error("%s did not finish within %g s: abandoned", cmd.name, deadline)
         self._busy = None
-        self._timer = None
+        self._deadline = None
         self.worker.abandon()
         self.send(error_reply(QgaError(
             f"command {cmd.name} did not complete within {deadline:g} seconds"), rid))

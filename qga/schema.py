@@ -174,6 +174,14 @@ def compile_args(members: Optional[Mapping[str, TypeSpec]]) -> Validator:
     compiled = _compile_members(members or {})
     pyname = {name: name.replace("-", "_") for name, _, _ in compiled}
 
+    if not compiled:
+        def validate_none(arguments: Dict[str, Any]) -> Dict[str, Any]:
+            if arguments:
+                _check_members(compiled, arguments, "")  # raises "is unexpected"
+            return {}
+
+        return validate_none
+
     def validate(arguments: Dict[str, Any]) -> Dict[str, Any]:
         checked = _check_members(compiled, arguments, "")
         return {pyname[k]: v for k, v in checked.items()}

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 from collections import deque
+from itertools import islice
 from typing import Callable, Deque, Optional
 
 from qga.loop import Loop
@@ -22,6 +23,8 @@ READ_SIZE = 256 * 1024
 #: Replies still unwritten beyond this are dropped (oldest first) so a host that
 #: never reads cannot make the agent grow without bound.
 MAX_PENDING_OUTPUT = 256 * 1024 * 1024
+
+_IOV_MAX = 1024
 
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EIO, errno.ENODEV, errno.ENXIO, errno.EBADF)
 
@@ -40,6 +43,8 @@ class Transport:
         self._out_bytes = 0
         self._reading = False
         self._paused = False
+        self._writing = False
+        self._corked = 0
 
     # -- subclass interface -----------------------------------------------------
     def open(self) -> None:
@@ -102,7 +107,7 @@ class Transport:
         return self._out_bytes
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` and write as much as the descriptor takes now."""
+        """Queue ``data`` and write as much as the descriptor takes now (unless corked)."""
         if not data:
             return
         self._out.append(memoryview(data))
@@ -111,29 +116,51 @@ class Transport:
             dropped = self._out.popleft()
             self._out_bytes -= len(dropped)
             log.warning("host is not reading: dropped a reply of %d bytes", len(dropped))
-        self._flush()
+        if not self._corked:
+            self._flush()
+
+    def cork(self) -> None:
+        """Hold writes until :meth:`uncork`, so that the replies to a batch of
+        pipelined requests leave in one ``writev`` instead of one write each."""
+        self._corked += 1
+
+    def uncork(self) -> None:
+        """Undo :meth:`cork` and write what was queued meanwhile."""
+        self._corked -= 1
+        if not self._corked and self._out:
+            self._flush()
 
     def _flush(self) -> None:
         fd = self.fd
-        while self._out and fd is not None:
-            chunk = self._out[0]
+        out = self._out
+        while out and fd is not None:
             try:
-                n = os.write(fd, chunk)
+                if len(out) == 1:
+                    n = os.write(fd, out[0])
+                else:
+                    n = os.writev(fd, list(islice(out, _IOV_MAX)))
             except (BlockingIOError, InterruptedError):
-                self.loop.add_writer(fd, self._flush)
+                if not self._writing:
+                    self._writing = True
+                    self.loop.add_writer(fd, self._flush)
                 return
             except OSError as exc:
                 if exc.errno in _GONE:
                     log.warning("failed to write reply: %s", exc.strerror)
                     self.drop_output()
-                    return
+                    break
                 raise
             self._out_bytes -= n
-            if n == len(chunk):
-                self._out.popleft()
-            else:
-                self._out[0] = chunk[n:]
-        if fd is not None:
+            while n:
+                chunk = out[0]
+                if n >= len(chunk):
+                    out.popleft()
+                    n -= len(chunk)
+                else:
+                    out[0] = chunk[n:]
+                    n = 0
+        if self._writing and fd is not None:
+            self._writing = False
             self.loop.remove_writer(fd)
 
     def drop_output(self) -> None:
@@ -157,5 +184,6 @@ class Transport:
             self.loop.remove_reader(fd)
         self.loop.remove_writer(fd)
         self._reading = False
+        self._writing = False
         self.fd = None
         os.close(fd)
