@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
-from typing import Any, List, Optional
+from typing import Any
 
-__all__ = ["JsonParseError", "JsonStreamParser", "qemu_lossy_decode"]
+from qga.jsonwriter import _NONCHAR, _valid_cp, qemu_lossy_decode
+
+__all__ = ["JsonParseError", "JsonStreamParser"]
 
 # Token types.
 _LC, _RC, _LS, _RS, _COLON, _COMMA, _STR, _INT, _FLOAT, _KW = range(10)
@@ -48,9 +50,6 @@ _PLAIN = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x27, 0x5C))
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {0x22: '"', 0x27: "'", 0x5C: "\\", 0x2F: "/", 0x62: "\b",
             0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}
-# Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
-_NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
-    chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
 # \u escapes the C decoder accepts but QEMU does not (surrogates, nonchars).
 _BAD_ESC = re.compile(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
 
@@ -97,57 +96,6 @@ class _Dup(Exception):
     """Internal: the fast path met a duplicate key."""
 
 
-def _valid_cp(cp: int) -> bool:
-    return (0 <= cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF
-            and not 0xFDD0 <= cp <= 0xFDEF and (cp & 0xFFFE) != 0xFFFE)
-
-
-def qemu_lossy_decode(raw: bytes) -> str:
-    """Decode a C string the way QEMU's JSON writer reads it.
-
-    The string ends at the first NUL; C0 80 is U+0000; every invalid
-    sequence (as delimited by mod_utf8_codepoint) becomes one U+FFFD.
-    """
-    raw = raw.split(b"\0", 1)[0]
-    if raw.isascii():
-        return raw.decode("ascii")
-    try:
-        text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
-        if not _NONCHAR.search(text):
-            return text
-    except UnicodeDecodeError:
-        pass
-    out: List[str] = []
-    i, n = 0, len(raw)
-    while i < n:
-        b = raw[i]
-        i += 1
-        if b < 0x80:
-            out.append(chr(b))
-            continue
-        if b >= 0xFE or not b & 0x40:      # impossible byte / stray continuation
-            out.append("\ufffd")
-            continue
-        length, mask = 0, 0x80
-        while b & mask:
-            length += 1
-            mask >>= 1
-        cp = b & (mask - 1)
-        for _k in range(1, length):
-            if i >= n or raw[i] & 0xC0 != 0x80:
-                cp = -1
-                break
-            cp = cp << 6 | raw[i] & 0x3F
-            i += 1
-        if cp >= 0 and _valid_cp(cp):
-            minimum = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)[length - 2]
-            if cp >= minimum or (cp == 0 and length == 2):
-                out.append(chr(cp))
-                continue
-        out.append("\ufffd")
-    return "".join(out)
-
-
 def _decode_chunk(raw: bytes) -> str:
     """Validate and decode unescaped string bytes (modified UTF-8)."""
     if raw.isascii():
@@ -175,7 +123,7 @@ def _decode_string(tok: bytes) -> str:
     if j < 0:
         return _decode_chunk(tok[1:end])
     tokz = tok + b"\0"  # C strings: readers stop at the terminator
-    parts: List[str] = []
+    parts: list[str] = []
     while j >= 0:
         if j > i:
             parts.append(_decode_chunk(tok[i:j]))
@@ -219,12 +167,12 @@ def _number(tok: bytes, integer: bool) -> Any:
     return float(tok)
 
 
-def _parse_tokens(types: List[int], texts: List[Optional[bytes]]) -> Any:
+def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
     """json_parser_parse() without recursion: returns a value or raises _Err."""
     n = len(types)
     i = 0
     # Frames: [is_dict, container, key, have_key]
-    stack: List[list] = []
+    stack: list[list] = []
     while True:
         if i >= n:
             raise _Err("premature EOI")
@@ -240,7 +188,8 @@ def _parse_tokens(types: List[int], texts: List[Optional[bytes]]) -> Any:
                 i += 1
                 continue
         elif t == _STR:
-            val = _decode_string(texts[i])  # type: ignore[arg-type]
+            text = texts[i]
+            val = text if isinstance(text, str) else _decode_string(text)  # type: ignore[arg-type]
             i += 1
         elif t == _INT or t == _FLOAT:
             val = _number(texts[i], t == _INT)  # type: ignore[arg-type]
@@ -332,6 +281,9 @@ def _fast_decode(raw: bytes) -> Any:
 
 
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
+_FAST_WINDOW = 1 << 16   # the regex fast path is for small messages only
+_SCAN_WINDOW = 1 << 18
+_BIG = 1 << 12           # string tokens decoded at lex time
 _PLAIN_DQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x5C))
 _PLAIN_SQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x27, 0x5C))
 
@@ -362,13 +314,13 @@ class JsonStreamParser:
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self._types: List[int] = []
-        self._texts: List[Optional[bytes]] = []
+        self._types: list[int] = []
+        self._texts: list[Any] = []   # bytes, None (structural), or pre-decoded str
         self._brace = self._bracket = 0
         self._size = 0
 
     # -- streamer -----------------------------------------------------------
-    def _token(self, t: int, text: Optional[bytes], size: int, out: list) -> None:
+    def _token(self, t: int, text: Any, size: int, out: list) -> None:
         """json_message_process_token(): queue a token, maybe finish a message."""
         if t == _LC:
             self._brace += 1
@@ -431,8 +383,11 @@ class JsonStreamParser:
                 if c in _WS:
                     pos = _WS_RUN.match(buf, pos + 1).end()
                     continue
-                if c == 0x7B and self._fast and not self._types:
-                    m = _FAST_MSG.match(buf, pos)
+                # Fast path for a whole small object; skipped at once when no
+                # '}' is near, so a big message's first chunk costs nothing.
+                if c == 0x7B and self._fast and not self._types \
+                        and buf.find(b"}", pos, pos + _FAST_WINDOW) >= 0:
+                    m = _FAST_MSG.match(buf, pos, pos + _FAST_WINDOW)
                     if m is not None:
                         end = m.end()
                         if end - pos < self._max_bytes and end - pos <= self._max_tokens:
@@ -494,8 +449,11 @@ class JsonStreamParser:
         # a backslash or a bad byte do we need the exact (slower) regex.
         q = buf.find(quote, pos)
         e = q if q >= 0 else n
-        if e > pos and buf[pos:e].translate(None, _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ):
-            e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, pos).end()
+        plain = _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ
+        for a in range(pos, e, _SCAN_WINDOW):   # bounded temporary copies
+            if buf[a:min(e, a + _SCAN_WINDOW)].translate(None, plain):
+                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()
+                break
         ts = self._ts
         if e >= limit:
             return self._cut(out)
@@ -504,7 +462,8 @@ class JsonStreamParser:
         ch = buf[e]
         if ch == quote:
             self._state = _START
-            self._token(_STR, bytes(buf[ts:e + 1]), e + 1 - ts, out)
+            self._token(_STR, self._big_string(buf, ts, e) if e - ts > _BIG
+                        else bytes(buf[ts:e + 1]), e + 1 - ts, out)
             return e + 1
         if ch == 0x5C:
             if e + 1 == limit:
@@ -514,6 +473,21 @@ class JsonStreamParser:
             e += 1
         self._lex_error(bytes(buf[ts:e + 1]), out)
         return e + 1
+
+    @staticmethod
+    def _big_string(buf: bytearray, ts: int, e: int) -> Any:
+        """Decode a big string token straight from the buffer when that
+        cannot fail (no escapes, plain UTF-8): one copy instead of three.
+        Otherwise keep the raw token for the exact decoder."""
+        if buf.find(b"\\", ts + 1, e) < 0:
+            with memoryview(buf) as view:
+                try:
+                    text = str(view[ts + 1:e], "utf-8")
+                except UnicodeDecodeError:
+                    text = None
+            if text is not None and (text.isascii() or not _NONCHAR.search(text)):
+                return text
+        return bytes(buf[ts:e + 1])
 
     def _lex_number(self, buf: bytearray, pos: int, n: int, out: list) -> int:
         """Run QEMU's number DFA from the saved sub-state; digit runs by regex."""

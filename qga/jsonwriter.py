@@ -17,11 +17,9 @@ from __future__ import annotations
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
-from qga.jsonstream import qemu_lossy_decode
-
-__all__ = ["dumps", "qdict_key_hash", "qemu_member_order"]
+__all__ = ["dumps", "qdict_key_hash", "qemu_lossy_decode", "qemu_member_order"]
 
 _BUCKETS = 512
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
@@ -29,7 +27,63 @@ _BUCKETS = 512
 _FIXUP = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-_order_cache: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
+_order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+# Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
+_NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
+    chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
+
+
+def _valid_cp(cp: int) -> bool:
+    return (0 <= cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF
+            and not 0xFDD0 <= cp <= 0xFDEF and (cp & 0xFFFE) != 0xFFFE)
+
+
+def qemu_lossy_decode(raw: bytes) -> str:
+    """Decode a C string the way QEMU's JSON writer reads it.
+
+    The string ends at the first NUL; C0 80 is U+0000; every invalid
+    sequence (as delimited by mod_utf8_codepoint) becomes one U+FFFD.
+    """
+    raw = raw.split(b"\0", 1)[0]
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
+        if not _NONCHAR.search(text):
+            return text
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        b = raw[i]
+        i += 1
+        if b < 0x80:
+            out.append(chr(b))
+            continue
+        if b >= 0xFE or not b & 0x40:      # impossible byte / stray continuation
+            out.append("\ufffd")
+            continue
+        length, mask = 0, 0x80
+        while b & mask:
+            length += 1
+            mask >>= 1
+        cp = b & (mask - 1)
+        for _k in range(1, length):
+            if i >= n or raw[i] & 0xC0 != 0x80:
+                cp = -1
+                break
+            cp = cp << 6 | raw[i] & 0x3F
+            i += 1
+        if cp >= 0 and _valid_cp(cp):
+            minimum = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)[length - 2]
+            if cp >= minimum or (cp == 0 and length == 2):
+                out.append(chr(cp))
+                continue
+        out.append("\ufffd")
+    return "".join(out)
+
+
 
 
 def qdict_key_hash(key: str) -> int:
@@ -41,11 +95,11 @@ def qdict_key_hash(key: str) -> int:
     return (1103515243 * h + 12345) & 0xFFFFFFFF
 
 
-def qemu_member_order(keys: Tuple[str, ...]) -> Tuple[str, ...]:
+def qemu_member_order(keys: tuple[str, ...]) -> tuple[str, ...]:
     """Iteration order of a QDict whose keys were inserted in ``keys`` order."""
     order = _order_cache.get(keys)
     if order is None:
-        buckets: Dict[int, List[str]] = {}
+        buckets: dict[int, list[str]] = {}
         for k in keys:
             # Newest first inside a bucket (QLIST_INSERT_HEAD).
             buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
@@ -55,11 +109,7 @@ def qemu_member_order(keys: Tuple[str, ...]) -> Tuple[str, ...]:
     return order
 
 
-def _valid_cp(cp: int) -> bool:
-    return not (0xD800 <= cp <= 0xDFFF or 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE)
-
-
-def _fix(m: "re.Match[str]") -> str:
+def _fix(m: re.Match[str]) -> str:
     whole = m.group()
     if whole == "\\\\":
         return whole
@@ -87,13 +137,28 @@ def _string(s: str) -> str:
 
 
 def _float(x: float) -> str:
-    if x != x:
+    if math.isnan(x):
         return "-nan" if math.copysign(1.0, x) < 0 else "nan"
-    return "%.17g" % x
+    return "%.17g" % x  # noqa: UP031 -- C printf semantics are the point
 
 
-def _write(obj: Any, out: List[str]) -> None:
+# Bytes a string may hold that need no escaping at all.
+_SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
+_BIG = 1 << 16
+
+
+def _write(obj: Any, out: list[Any]) -> None:
     if isinstance(obj, str):
+        if len(obj) > _BIG and obj.isascii():
+            # Big replies are base64: encoding an ASCII str is a memcpy and
+            # a translate() scan proves nothing needs escaping.  The bytes
+            # piece then goes into the output as is (one copy less).
+            raw = obj.encode("ascii")
+            if not raw.translate(None, _SAFE):
+                out.append(b'"')
+                out.append(raw)
+                out.append(b'"')
+                return
         out.append(_string(obj))
     elif isinstance(obj, dict):
         if not obj:
@@ -136,12 +201,12 @@ def _write(obj: Any, out: List[str]) -> None:
 _END = object()
 
 
-def _write_deep(obj: Any, out: List[str]) -> None:
+def _write_deep(obj: Any, out: list[Any]) -> None:
     """Iterative twin of _write for values nested deeper than Python recursion.
 
     The parser accepts 1024 levels, and an id that deep is echoed back.
     """
-    stack: List[list] = []   # [iterator over keys/items, closer, dict or None, first]
+    stack: list[list] = []   # [iterator over keys/items, closer, dict or None, first]
     pending = obj
     while True:
         if isinstance(pending, dict) and pending:
@@ -178,12 +243,14 @@ def _write_deep(obj: Any, out: List[str]) -> None:
 
 def dumps(obj: Any) -> bytes:
     """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
-    out: List[str] = []
+    out: list[Any] = []   # str pieces, and bytes for big verbatim strings
     try:
         _write(obj, out)
     except RecursionError:
         out = []
         _write_deep(obj, out)
     out.append("\n")
+    if b'"' in out:
+        return b"".join(p if type(p) is bytes else p.encode("ascii") for p in out)
     # Everything is ASCII by now; encoding a compact ASCII str is a memcpy.
     return "".join(out).encode("ascii")

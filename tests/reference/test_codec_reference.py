@@ -12,7 +12,8 @@ import os
 import socket
 import subprocess
 import time
-from typing import Any, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,7 @@ def agent_replies(sock_path: str, data: bytes, timeout: float = 60.0) -> bytes:
 
 def our_replies(data: bytes, chunk: int = 4096) -> bytes:
     parser = JsonStreamParser()
-    items: List[Any] = []
+    items: list[Any] = []
     whole = data + SENTINEL
     for i in range(0, len(whole), chunk):
         items += parser.feed(whole[i:i + chunk])

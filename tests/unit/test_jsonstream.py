@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, List
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +16,7 @@ E = JsonParseError
 P = "JSON parse error, "
 
 
-def parse(data: bytes, fast: bool = True, **kw: int) -> List[Any]:
+def parse(data: bytes, fast: bool = True, **kw: int) -> list[Any]:
     p = JsonStreamParser(**kw)
     p._fast = fast and p._fast
     return p.feed(data)
@@ -66,7 +66,7 @@ TABLE = [
 
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("data,items", TABLE, ids=[repr(t[0][:30]) for t in TABLE])
-def test_table(data: bytes, items: List[Any], fast: bool) -> None:
+def test_table(data: bytes, items: list[Any], fast: bool) -> None:
     assert parse(data, fast) == items
 
 
@@ -151,7 +151,7 @@ def test_huge_inputs_bounded_time() -> None:
     p = JsonStreamParser()
     line = b'{"execute":"guest-ping","id":"' + b"A" * (70 << 20) + b'"}\n'
     t0 = time.monotonic()
-    items: List[Any] = []
+    items: list[Any] = []
     for i in range(0, len(line), 1 << 20):
         items += p.feed(line[i:i + (1 << 20)])
     assert items[0] == E("JSON token size limit exceeded")
@@ -206,5 +206,7 @@ def test_roundtrip_property(value: Any, chunk: int) -> None:
         p = JsonStreamParser()
         p._fast = fast
         items = [x for i in range(0, len(data), chunk) for x in p.feed(data[i:i + chunk])]
+        # Value equality only: bytes need not be a fixpoint, as QEMU's are not
+        # either (-0.0 is written "-0" and read back as 0; keys sharing a hash
+        # bucket come out newest first, so their order flips on every echo).
         assert items == [{"id": value}]
-        assert dumps(items[0]) == data

@@ -46,7 +46,7 @@ def test_scalars(value: object, text: bytes) -> None:
     ('"\\\b\f\n\r\t', r'"\"\\\b\f\n\r\t"'), ("a\\u00e9", r'"a\\u00e9"'),
     ("\ufffe\ufdd0\U0001FFFF", r'"\uFFFD\uFFFD\uFFFD"'), ("\uabcd", r'"\uABCD"'),
     # surrogateescape'd bytes E2 82 are one truncated sequence: one U+FFFD, as in C
-    ("\udce2\udc82x", r'"\uFFFDx"'), ("\udcc3\udca9", r'"\u00E9"'), ("\ud800", r'"\uFFFD"'),
+    ("\udce2\udc82x", r'"\uFFFDx"'), ("\udcc3\udca9", r'"\u00E9"'), ("\ud800x", r'"\uFFFDx"'),
 ])
 def test_strings(s: str, text: str) -> None:
     assert dumps(s) == text.encode() + b"\n"
