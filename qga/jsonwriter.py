@@ -19,15 +19,15 @@ import re
 from json.encoder import encode_basestring_ascii as _escape
 from typing import Any
 
-__all__ = ["dumps", "qdict_key_hash", "qemu_lossy_decode", "qemu_member_order"]
+from qga.qdict import member_order
 
-_BUCKETS = 512
+__all__ = ["dumps", "qemu_lossy_decode"]
+
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
 _FIXUP = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-_order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
 # Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
 _NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
     chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
@@ -86,29 +86,6 @@ def qemu_lossy_decode(raw: bytes) -> str:
 
 
 
-def qdict_key_hash(key: str) -> int:
-    """QEMU's tdb_hash() of a QDict key (on its UTF-8 bytes, up to a NUL)."""
-    data = key.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
-    h = (0x238F13AF * len(data)) & 0xFFFFFFFF
-    for i, c in enumerate(data):
-        h = (h + (c << (i * 5 % 24))) & 0xFFFFFFFF
-    return (1103515243 * h + 12345) & 0xFFFFFFFF
-
-
-def qemu_member_order(keys: tuple[str, ...]) -> tuple[str, ...]:
-    """Iteration order of a QDict whose keys were inserted in ``keys`` order."""
-    order = _order_cache.get(keys)
-    if order is None:
-        buckets: dict[int, list[str]] = {}
-        for k in keys:
-            # Newest first inside a bucket (QLIST_INSERT_HEAD).
-            buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
-        order = tuple(k for b in sorted(buckets) for k in buckets[b])
-        if len(_order_cache) < 4096:   # replies use a small, fixed set of shapes
-            _order_cache[keys] = order
-    return order
-
-
 def _fix(m: re.Match[str]) -> str:
     whole = m.group()
     if whole == "\\\\":
@@ -165,7 +142,7 @@ def _write(obj: Any, out: list[Any]) -> None:
             out.append("{}")
             return
         keys = tuple(obj)
-        order = keys if len(keys) == 1 else qemu_member_order(keys)
+        order = keys if len(keys) == 1 else member_order(keys)
         sep = "{"
         for k in order:
             out.append(sep)
@@ -211,7 +188,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
     while True:
         if isinstance(pending, dict) and pending:
             keys = tuple(pending)
-            order = keys if len(keys) == 1 else qemu_member_order(keys)
+            order = keys if len(keys) == 1 else member_order(keys)
             out.append("{")
             stack.append([iter(order), "}", pending, True])
         elif isinstance(pending, (list, tuple)) and pending:

@@ -6,29 +6,31 @@ writer and the request checks (which member is reported first) follow it.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 _BUCKETS = 512
+_CACHE_MAX = 4096  # replies and requests use a small, fixed set of shapes
+_order_cache: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
 
 
 def qdict_key_hash(key: str) -> int:
-    """QEMU's string hash for QDict keys (over the UTF-8 bytes)."""
-    data = key.encode("utf-8", "surrogatepass")
+    """QEMU's tdb_hash() of a QDict key (on its UTF-8 bytes, up to a NUL)."""
+    data = key.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
     h = (0x238F13AF * len(data)) & 0xFFFFFFFF
     for i, c in enumerate(data):
         h = (h + (c << (i * 5 % 24))) & 0xFFFFFFFF
     return (1103515243 * h + 12345) & 0xFFFFFFFF
 
 
-@lru_cache(maxsize=4096)
-def _order(keys: Tuple[str, ...]) -> Tuple[str, ...]:
-    buckets: dict = {}
-    for k in keys:
-        buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
-    return tuple(k for b in sorted(buckets) for k in buckets[b])
-
-
-def member_order(keys: Iterable[str]) -> List[str]:
-    """``keys`` (in insertion order) in the order QEMU iterates them."""
-    return list(_order(tuple(keys)))
+def member_order(keys: Iterable[str]) -> Tuple[str, ...]:
+    """Iteration order of a QDict whose keys were inserted in ``keys`` order."""
+    keys = tuple(keys)
+    order = _order_cache.get(keys)
+    if order is None:
+        buckets: Dict[int, List[str]] = {}
+        for k in keys:
+            buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
+        order = tuple(k for b in sorted(buckets) for k in buckets[b])
+        if len(_order_cache) < _CACHE_MAX:
+            _order_cache[keys] = order
+    return order

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from qga.jsonwriter import dumps, qemu_member_order
+from qga.jsonwriter import dumps
+from qga.qdict import member_order
 
 
 def test_reply_orders() -> None:
@@ -24,7 +25,7 @@ def test_reply_orders() -> None:
     ("user domain login-time", "login-time domain user"),
 ])
 def test_member_order(keys: str, order: str) -> None:
-    assert qemu_member_order(tuple(keys.split())) == tuple(order.split())
+    assert member_order(tuple(keys.split())) == tuple(order.split())
     d = {k: 0 for k in keys.split()}
     assert dumps(d) == ("{" + ", ".join(f'"{k}": 0' for k in order.split()) + "}\n").encode()
 
