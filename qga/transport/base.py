@@ -45,6 +45,9 @@ class Transport:
         self._paused = False
         self._writing = False
         self._corked = 0
+        self._rbuf = bytearray(READ_SIZE)
+        self._rbufs = [self._rbuf]
+        self._rview = memoryview(self._rbuf)
 
     # -- subclass interface -----------------------------------------------------
     def open(self) -> None:
@@ -88,15 +91,17 @@ class Transport:
         self._want_reading()
 
     def _on_readable(self) -> None:
+        # Into a buffer kept across reads: os.read(fd, READ_SIZE) would
+        # allocate (and fault in) READ_SIZE bytes for every small request.
         try:
-            data = os.read(self.fd, READ_SIZE)  # type: ignore[arg-type]
+            n = os.readv(self.fd, self._rbufs)  # type: ignore[arg-type]
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.on_io_error(exc)
             return
-        if data:
-            self.on_data(data)
+        if n:
+            self.on_data(self._rview[:n].tobytes())
         else:
             self.on_eof()
 
