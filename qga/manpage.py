@@ -2,7 +2,7 @@
 
 The ``qemu-ga-py(8)`` page is generated from :func:`qga.cli.build_parser`,
 the same object that prints ``--help``, so the two cannot drift apart; the
-same goes for ``qga-client(1)`` and :func:`qga.client.build_parser`.  The
+same goes for ``qga-client(1)`` and :func:`qga.client_cli.build_parser`.  The
 RPM build runs ``python3 -m qga.manpage -o qemu-ga-py.8`` and
 ``python3 -m qga.manpage --page qga-client -o qga-client.1``.
 
@@ -299,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from qga import __version__
 
     if opts.page == "qga-client":
-        from qga.client import build_parser as client_parser
+        from qga.client_cli import build_parser as client_parser
 
         text = render(client_parser(), section=1, version=__version__,
                       extra_sections=CLIENT_SECTIONS, manual="User Commands")

@@ -120,7 +120,7 @@ def test_module_entry_point() -> None:
 
 
 def test_client_page_documents_every_subcommand() -> None:
-    from qga.client import build_parser
+    from qga.client_cli import build_parser
 
     res = subprocess.run([sys.executable, "-m", "qga.manpage", "--page", "qga-client"], capture_output=True,
                          text=True, cwd=str(REPO), timeout=60)
