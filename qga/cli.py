@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--block-groups", metavar="LIST", action="append", type=_csv,
                    help="comma-separated command groups to disable: info, unrestricted, user-auth, "
                         "system-control, fsfreeze")
+    x.add_argument("--self-test", action="store_true",
+                   help="check the channel, state directory, freezable mounts, SELinux and the "
+                        "command policy without changing anything; exit 1 if something is wrong")
     x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
                    help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
     x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
@@ -120,6 +123,16 @@ def _print_command_names() -> None:
     print("\n".join(Registry().names()))
 
 
+def policy_comment(config: Config) -> str:
+    """``-D``'s trailer: the commands the policy disables, as comments (never read back)."""
+    from qga.registry import Registry
+
+    registry = Registry()
+    registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
+    return ("# effective command policy (allow-rpcs, block-rpcs, block-groups); informational\n"
+            f"# disabled-commands={';'.join(registry.policy_disabled())}\n")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``qemu-ga-py``."""
     parser = build_parser()
@@ -148,8 +161,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     if getattr(ns, "dump_conf", False):
-        sys.stdout.write(dump(config))
+        sys.stdout.write(dump(config) + policy_comment(config))
         return 0
+    if getattr(ns, "self_test", False):
+        from qga.selftest import run_self_test
+
+        return run_self_test(config)
     from qga.agent import Agent
     from qga.log import LogSetup
 

@@ -158,6 +158,12 @@ def validate(config: Config) -> None:
         raise ConfigError(f"unsupported channel method/type: {config.method}")
     if not config.effective_path():
         raise ConfigError("must specify a path for this channel")
+    from qga.registry import GROUPS  # light: no command module is imported
+
+    unknown = [g for g in config.block_groups if g not in GROUPS]
+    if unknown:
+        raise ConfigError(f"unknown command group '{unknown[0]}' in block-groups "
+                          f"(groups: {', '.join(g for g in GROUPS if g != 'protocol')})")
     if config.frozen_sigterm not in ("thaw", "ignore"):
         raise ConfigError(f"invalid frozen-sigterm value '{config.frozen_sigterm}' (thaw|ignore)")
     if min(config.fsfreeze_timeout, config.fsfreeze_hook_timeout) < 0 or \

@@ -19,6 +19,12 @@ T = TypeVar("T")
 
 audit_log = logging.getLogger("qga.audit")
 
+#: Per thread: while the dispatcher runs an ``audit=True`` command, its
+#: ``fields`` dict collects what the handler passes to :meth:`Context.audit`,
+#: so the command yields one record (written by the dispatcher with the
+#: arguments and the result).  ``None`` outside such a command.
+AUDIT_SCOPE = threading.local()
+
 #: Called with every new :class:`Context`: subject modules append a function
 #: here at import time to register per-agent hooks (e.g. thaw on shutdown).
 CONTEXT_HOOKS: List[Callable[["Context"], None]] = []
@@ -81,5 +87,14 @@ class Context:
             listener(frozen)
 
     def audit(self, message: str, **fields: Any) -> None:
-        """One audit record for a side-effecting command (never secrets or data)."""
+        """One audit record for a side-effecting command (never secrets or data).
+
+        Inside a dispatched ``audit=True`` command the fields join that
+        command's single record instead; elsewhere (timers, shutdown) the
+        record is written at once.
+        """
+        scope = getattr(AUDIT_SCOPE, "fields", None)
+        if scope is not None:
+            scope.update(fields)
+            return
         audit_log.info(message, extra={"qga_fields": fields})

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
-from qga.context import Context
+from qga.context import AUDIT_SCOPE, Context, audit_log
 from qga.errors import QgaError
 from qga.jsonstream import JsonParseError
 from qga.jsonwriter import dumps
@@ -78,19 +78,67 @@ def check_request(item: Any) -> Tuple[str, Dict[str, Any], Any]:
     return item["execute"], item.get("arguments", {}), item.get("id", _NO_ID)
 
 
+#: Arguments an audit record may show (Python names).  Anything else -- file
+#: data (buf-b64), exec input and environment, passwords, ssh keys -- is only
+#: named in ``withheld``, never written.
+AUDIT_ARGS = frozenset({
+    "path", "mode", "handle", "offset", "whence", "count", "mountpoints", "minimum", "username",
+    "crypted", "reset", "time", "arg", "capture_output", "pid", "signal", "x_timeout", "vcpus",
+    "mem_blks",
+})
+
+
+def audit_record(cmd: Command, kwargs: Dict[str, Any], result: str,
+                 error: Optional[str] = None, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write the one audit record of an ``audit=True`` command."""
+    fields: Dict[str, Any] = {"command": cmd.name}
+    fields.update((k, v) for k, v in kwargs.items() if k in AUDIT_ARGS)
+    withheld = sorted(k for k in kwargs if k not in AUDIT_ARGS)
+    if withheld:
+        fields["withheld"] = ",".join(withheld)
+    for key, value in (extra or {}).items():
+        if key not in fields and key not in ("result", "error"):
+            fields[key] = value
+    fields["result"] = result
+    if error is not None:
+        fields["error"] = error
+    audit_log.info("audit: %s", cmd.name, extra={"qga_fields": fields})
+
+
 def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) -> Optional[bytes]:
-    """Call the handler and encode its reply (None: nothing to send)."""
+    """Call the handler and encode its reply (None: nothing to send).
+
+    An ``audit=True`` command yields exactly one audit record, written here
+    with its whitelisted arguments, what the handler reported through
+    ``ctx.audit`` and the result.
+    """
+    if not cmd.audit:
+        return _call(ctx, cmd, kwargs, rid)[0]
+    AUDIT_SCOPE.fields = {}
+    try:
+        reply, error = _call(ctx, cmd, kwargs, rid)
+        extra = AUDIT_SCOPE.fields
+    finally:
+        AUDIT_SCOPE.fields = None
+    audit_record(cmd, kwargs, "ok" if error is None else "error", error, extra)
+    return reply
+
+
+def _call(ctx: Context, cmd: Command, kwargs: Dict[str, Any],
+          rid: Any) -> Tuple[Optional[bytes], Optional[str]]:
+    """(reply, error desc or None)."""
     try:
         result = cmd.func(ctx, **kwargs)
     except QgaError as err:
-        return error_reply(err, rid)
+        return error_reply(err, rid), err.desc
     except Exception as exc:  # a handler bug must never crash the agent or leak a traceback
         log.exception("unexpected error in %s", cmd.name)
-        return error_reply(QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}"), rid)
+        err = QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}")
+        return error_reply(err, rid), err.desc
     if not cmd.success_response:
-        return None
+        return None, None
     reply = _encode_return(result, rid)
-    return cmd.reply_prefix + reply if cmd.reply_prefix else reply
+    return (cmd.reply_prefix + reply if cmd.reply_prefix else reply), None
 
 
 class Dispatcher:
@@ -109,8 +157,8 @@ class Dispatcher:
         #: timer per command would hold memory for ``deadline`` seconds under
         #: load); when it fires it checks the running job and re-arms itself.
         self._timer: Any = None
-        #: (job, monotonic time it expires, command, request id, seconds).
-        self._deadline: Optional[Tuple[int, float, Command, Any, float]] = None
+        #: (job, monotonic time it expires, command, request id, seconds, arguments).
+        self._deadline: Optional[Tuple[int, float, Command, Any, float, Dict[str, Any]]] = None
         self._job = 0
 
     @property
@@ -161,7 +209,7 @@ class Dispatcher:
             deadline = self.default_deadline
         if deadline is not None:
             when = time.monotonic() + deadline
-            self._deadline = (job, when, cmd, rid, deadline)
+            self._deadline = (job, when, cmd, rid, deadline, kwargs)
             if self._timer is not None and self._timer.when > when:
                 self._timer.cancel()  # a shorter deadline than the armed one: rare
                 self._timer = None
@@ -183,12 +231,14 @@ class Dispatcher:
         self._timer = None
         if self._deadline is None or self._busy is None or self._busy[0] != self._deadline[0]:
             return
-        job, when, cmd, rid, deadline = self._deadline
+        job, when, cmd, rid, deadline, kwargs = self._deadline
         remaining = when - time.monotonic()
         if remaining > 0:
             self._timer = self.ctx.loop.call_later(remaining, self._check_deadline)
             return
         log.error("%s did not finish within %g s: abandoned", cmd.name, deadline)
+        if cmd.audit:  # a second record follows if the handler ever finishes
+            audit_record(cmd, kwargs, "timeout", f"no result within {deadline:g} s")
         self._busy = None
         self._deadline = None
         self.worker.abandon()
