@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 import warnings
 from typing import Any, Dict, List
 
-from tests.agentproc import AgentProcess, Conn
+from tests.agentproc import AgentProcess, AgentTimeout, Conn
 from tests.hardening.util import budget, fd_count, rss_kib, thread_count
 
 REQUESTS = budget("QGA_SOAK_REQUESTS", 20000, 1000000)
@@ -93,6 +95,22 @@ class Mix:
                              if not self.call("guest-exec-status", pid=pid)["exited"]]
 
 
+def agent_stacks(pid: int) -> str:
+    """Where the agent's threads are (py-spy when installed, else kernel wait channels)."""
+    if shutil.which("py-spy"):
+        out = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True,
+                             timeout=60, check=False)
+        return out.stdout + out.stderr
+    lines = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan", encoding="ascii") as f:
+                lines.append(f"thread {tid}: {f.read()}")
+        except OSError:
+            pass
+    return "\n".join(lines)
+
+
 def test_soak(agent: AgentProcess, agent_dir: str) -> None:
     """REQUESTS mixed requests: RSS growth < 2 MiB and no descriptor growth after warm-up."""
     path = os.path.join(agent_dir, "soak.dat")
@@ -110,10 +128,14 @@ def test_soak(agent: AgentProcess, agent_dir: str) -> None:
     base_rss, base_fds, base_threads = rss_kib(agent.pid), fd_count(agent.pid), thread_count(agent.pid)
     start, peak = time.monotonic(), base_rss
     measured_from = mix.count
-    while mix.count < REQUESTS:
-        mix.run_cycle()
-        if mix.cycle % 500 == 0:
-            peak = max(peak, rss_kib(agent.pid))
+    try:
+        while mix.count < REQUESTS:
+            mix.run_cycle()
+            if mix.cycle % 500 == 0:
+                peak = max(peak, rss_kib(agent.pid))
+    except AgentTimeout as exc:
+        raise AssertionError(f"agent stopped answering after {mix.count} requests: {exc}\n"
+                             f"{agent_stacks(agent.pid)}") from None
     if "exec" in mix.rows:
         mix.drain_execs()
     elapsed = time.monotonic() - start
