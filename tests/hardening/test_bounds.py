@@ -1,0 +1,122 @@
+"""Resource bounds: each cap gives a clear error when reached, never an exception (issue 8).
+
+Input: a message over 64 MiB of tokens, or nested deeper than 1024, is refused
+with QEMU's texts and the agent answers sync afterwards.  Files:
+``max-file-handles``.  Exec: ``max-concurrent-execs`` (running children) and
+``max-exec-records`` (finished results kept unqueried: the oldest are dropped
+and a status query for them says so).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from tests.agentproc import start
+from tests.hardening.util import fd_count, rss_kib
+
+
+def test_input_size_and_depth_caps_over_socket(agent_dir: str) -> None:
+    proc = start("ours", tmpdir=agent_dir)
+    try:
+        conn = proc.connect(timeout=120)
+        conn.sync()
+        base = rss_kib(proc.pid)
+        conn.send(b'{"execute": "guest-ping", "id": "' + b"a" * (1 << 20))
+        for _ in range(64):
+            conn.send(b"a" * (1 << 20))
+        conn.send(b'"}')
+        reply = conn.read_reply(120)
+        assert reply == {"error": {"class": "GenericError", "desc": "JSON token size limit exceeded"}}
+        conn.sync(1)
+        conn.send(b"[" * 1100 + b"]" * 1100)
+        reply = conn.read_reply(30)
+        assert reply == {"error": {"class": "GenericError", "desc": "JSON nesting depth limit exceeded"}}
+        conn.sync(2)
+        assert conn.cmd("guest-ping") == {}
+        peak = rss_kib(proc.pid) - base
+        assert peak < 256 * 1024, f"RSS grew by {peak} KiB for a 65 MiB message"
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_file_handle_cap(agent_dir: str) -> None:
+    path = os.path.join(agent_dir, "f.txt")
+    with open(path, "w", encoding="ascii") as f:
+        f.write("x")
+    proc = start("ours", extra=["--max-file-handles", "5"], tmpdir=agent_dir)
+    try:
+        conn = proc.connect()
+        conn.sync()
+        fds = fd_count(proc.pid)
+        handles = [conn.cmd("guest-file-open", path=path) for _ in range(5)]
+        reply = conn.request({"execute": "guest-file-open", "arguments": {"path": path}})
+        assert reply == {"error": {"class": "GenericError",
+                                   "desc": "too many open guest files (max-file-handles is 5); "
+                                           "close some handles first"}}
+        assert fd_count(proc.pid) == fds + 5
+        conn.cmd("guest-file-close", handle=handles.pop())
+        handles.append(conn.cmd("guest-file-open", path=path))
+        for handle in handles:
+            conn.cmd("guest-file-close", handle=handle)
+        assert fd_count(proc.pid) == fds
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_concurrent_exec_cap(agent_dir: str) -> None:
+    proc = start("ours", extra=["--max-concurrent-execs", "2"], tmpdir=agent_dir)
+    try:
+        conn = proc.connect()
+        conn.sync()
+        pids = [conn.cmd("guest-exec", path="/bin/sleep", arg=["30"])["pid"] for _ in range(2)]
+        reply = conn.request({"execute": "guest-exec", "arguments": {"path": "/bin/true"}})
+        assert reply == {"error": {"class": "GenericError", "desc": "too many guest-exec processes still "
+                                                                    "running (max-concurrent-execs is 2)"}}
+        for pid in pids:
+            os.kill(pid, 9)
+        for pid in pids:
+            deadline = time.monotonic() + 10
+            while not conn.cmd("guest-exec-status", pid=pid)["exited"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert conn.cmd("guest-exec", path="/bin/true")["pid"] > 0
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_exec_record_cap(agent_dir: str) -> None:
+    proc = start("ours", extra=["--max-exec-records", "3"], tmpdir=agent_dir)
+    try:
+        conn = proc.connect()
+        conn.sync()
+        pids = []
+        for _ in range(5):
+            pids.append(conn.cmd("guest-exec", path="/bin/true")["pid"])
+            time.sleep(0.2)   # each finishes before the next starts: a defined eviction order
+        time.sleep(0.5)
+        for pid in pids[:2]:
+            assert conn.request({"execute": "guest-exec-status", "arguments": {"pid": pid}}) == \
+                {"error": {"class": "GenericError", "desc": f"PID {pid} does not exist"}}
+        for pid in pids[2:]:
+            status = conn.cmd("guest-exec-status", pid=pid)
+            assert status["exited"] and status["exitcode"] == 0
+        assert "finished record(s) never queried were dropped (max-exec-records is 3)" in proc.log()
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_read_count_cap(agent_dir: str) -> None:
+    path = os.path.join(agent_dir, "f.txt")
+    open(path, "w").close()
+    proc = start("ours", tmpdir=agent_dir)
+    try:
+        conn = proc.connect()
+        conn.sync()
+        handle = conn.cmd("guest-file-open", path=path)
+        reply = conn.request({"execute": "guest-file-read",
+                              "arguments": {"handle": handle, "count": 48 * 1024 * 1024 + 1}})
+        assert reply == {"error": {"class": "GenericError",
+                                   "desc": "value '50331649' is invalid for argument count"}}
+        conn.cmd("guest-file-close", handle=handle)
+    finally:
+        assert proc.stop() == 0, proc.log()
