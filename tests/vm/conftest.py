@@ -19,7 +19,7 @@ import pytest
 from tests.vm import scenarios, vmlib
 
 _UNAVAILABLE: List[str] = []
-PY_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_PY_BOOT_TIMEOUT", "90"))
+PY_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_PY_BOOT_TIMEOUT", "120"))
 
 
 def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
@@ -112,15 +112,23 @@ class _Shared:
         if self.root == "disk":
             # virtio-9p does not survive S3: the power guest boots from the ext4 root image.
             kw = {"root": "disk", "rootfs_image": vmlib.ensure_rootfs_image()}
-        g = vmlib.Guest(self.agent, artifacts=self.art, name=f"{self.root}-{self.agent}", **kw)
-        self.guest = g
-        try:
-            g.boot(timeout=PY_BOOT_TIMEOUT if self.agent == "py" else vmlib.DEFAULT_BOOT_TIMEOUT)
-        except (vmlib.GuestError, TimeoutError, EOFError, OSError) as e:
-            # One boot attempt per session: later tests fail fast with the same reason.
-            self.boot_error = str(e)
-            raise
-        return g
+        timeout = PY_BOOT_TIMEOUT if self.agent == "py" else vmlib.DEFAULT_BOOT_TIMEOUT
+        for attempt in (1, 2):
+            g = vmlib.Guest(self.agent, artifacts=self.art, name=f"{self.root}-{self.agent}", **kw)
+            self.guest = g
+            try:
+                g.boot(timeout=timeout)
+                return g
+            except (vmlib.GuestError, TimeoutError, EOFError, OSError) as e:
+                g.close()
+                self.guest = None
+                # A guest that reported why it failed will fail again; a silent hang
+                # (TCG on a starved host) gets one more try.
+                if attempt == 2 or "guest reported" in str(e):
+                    # Later tests fail fast with the same reason.
+                    self.boot_error = str(e)
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self.guest is not None:

@@ -56,7 +56,7 @@ MNT_XFS = "/mnt/data-xfs"
 
 # Third-party packages the agent imports, copied into the suspend-test root image.
 ROOTFS_SITE_PACKAGES = os.environ.get("QGA_VM_ROOTFS_SITE", "psutil serial").split()
-DEFAULT_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_BOOT_TIMEOUT", "180"))
+DEFAULT_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_BOOT_TIMEOUT", "120"))
 APT_PACKAGES = ["qemu-system-x86", "qemu-utils", "busybox-static", "xfsprogs",
                 "e2fsprogs", "qemu-guest-agent"]
 
@@ -754,6 +754,7 @@ class Guest:
         self._qmp: Optional[QMPClient] = None
         self.boot_seconds: Optional[float] = None
         self.milestones: Dict[str, float] = {}
+        self.keep_workdir = False
         self.started_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -847,6 +848,13 @@ class Guest:
             self.agent_kind = agent
         if extra_args is not None:
             self.extra_args = list(extra_args)
+        try:
+            return self._boot(timeout, wait_agent)
+        except BaseException:
+            self.keep_workdir = True  # a failed boot is worth reading later
+            raise
+
+    def _boot(self, timeout: float, wait_agent: bool) -> float:
         self.start()
         t0 = self.started_at
         if wait_agent and self.agent_kind != "none":
@@ -999,7 +1007,9 @@ class Guest:
         if self._qemu_log_f is not None:
             self._qemu_log_f.close()
             self._qemu_log_f = None
-        if self._own_workdir and os.environ.get("QGA_VM_KEEP") != "1":
+        if self.keep_workdir:
+            log(f"{self.name}: kept {self.workdir} (console.log, qemu.log) for diagnosis")
+        elif self._own_workdir and os.environ.get("QGA_VM_KEEP") != "1":
             shutil.rmtree(str(self.workdir), ignore_errors=True)
 
     # -- guest-side helpers ------------------------------------------------------------------

@@ -157,6 +157,12 @@ done
 # Network: user-mode net, fixed address like QEMU's built-in DHCP would give.
 hostname qga-guest
 ip link set lo up
+# No SLAAC from slirp's router adverts (fec0::/64): the address set would
+# depend on timing. Guests keep only the link-local fe80:: address.
+for c in default eth0; do
+    echo 0 > "/proc/sys/net/ipv6/conf/$c/accept_ra" 2>/dev/null
+    echo 0 > "/proc/sys/net/ipv6/conf/$c/autoconf" 2>/dev/null
+done
 if ip link set eth0 up 2>/dev/null; then
     ip addr add 10.0.2.15/24 dev eth0
     ip route add default via 10.0.2.2 dev eth0
