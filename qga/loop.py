@@ -1,4 +1,4 @@
-"""A small selectors-based event loop (asyncio costs start-up time and memory).
+"""A small epoll event loop (asyncio costs start-up time and memory).
 
 One thread owns the loop; the command worker hands results back with
 :meth:`Loop.call_soon_threadsafe`.  Signals arrive through
@@ -14,7 +14,7 @@ import heapq
 import itertools
 import logging
 import os
-import selectors
+import select
 import signal
 import threading
 import time
@@ -24,6 +24,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 log = logging.getLogger(__name__)
 
 Callback = Callable[..., Any]
+
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_NOT_OUT, _NOT_IN = ~select.EPOLLOUT, ~select.EPOLLIN
 
 
 class Timer:
@@ -46,13 +49,16 @@ class Loop:
     """Readers, writers, timers, thread-safe callbacks, signals and children."""
 
     def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
+        self._ep = select.epoll()
+        #: fd -> (reader, writer, epoll mask); kept here so that a lookup of an
+        #: unwatched fd is a dict miss, not a KeyError raised by selectors.
+        self._fds: Dict[int, Tuple[Optional[Callback], Optional[Callback], int]] = {}
         self._timers: List[Tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._pending: Deque[Tuple[Callback, Tuple[Any, ...]]] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, (self._on_wakeup, None))
+        self._update(self._wake_r, self._on_wakeup, None)
         self._signals: Dict[int, Callback] = {}
         self._children: Dict[int, Callback] = {}
         self._running = False
@@ -60,23 +66,30 @@ class Loop:
 
     # -- file descriptors -------------------------------------------------
     def _update(self, fd: int, reader: Optional[Callback], writer: Optional[Callback]) -> None:
-        mask = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
-        try:
-            key = self._sel.get_key(fd)
-        except KeyError:
+        mask = (_IN if reader else 0) | (_OUT if writer else 0)
+        old = self._fds.get(fd)
+        if old is None:
             if mask:
-                self._sel.register(fd, mask, (reader, writer))
+                self._ep.register(fd, mask)
+                self._fds[fd] = (reader, writer, mask)
             return
-        if mask:
-            self._sel.modify(fd, mask, (reader, writer))
-        else:
-            self._sel.unregister(key.fd)
+        if not mask:
+            del self._fds[fd]
+            try:
+                self._ep.unregister(fd)
+            except OSError:
+                pass  # already closed: the kernel dropped it from the set
+            return
+        if mask != old[2]:
+            try:
+                self._ep.modify(fd, mask)
+            except FileNotFoundError:  # closed and reused without unregistering
+                self._ep.register(fd, mask)
+        self._fds[fd] = (reader, writer, mask)
 
     def _callbacks(self, fd: int) -> Tuple[Optional[Callback], Optional[Callback]]:
-        try:
-            return self._sel.get_key(fd).data
-        except KeyError:
-            return None, None
+        entry = self._fds.get(fd)
+        return (entry[0], entry[1]) if entry is not None else (None, None)
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         """Call ``callback()`` whenever ``fd`` is readable (or hung up)."""
@@ -171,19 +184,25 @@ class Loop:
         """Run until :meth:`stop`."""
         self._running = True
         self._thread_id = threading.get_ident()
+        fds = self._fds
         while self._running:
-            timeout: Optional[float] = None
+            timeout = -1.0
             if self._pending:
                 timeout = 0
             elif self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            for key, mask in self._sel.select(timeout):
-                reader, writer = key.data
-                if mask & selectors.EVENT_READ and reader:
+            for fd, events in self._ep.poll(timeout):  # rounds a timeout up to whole ms
+                entry = fds.get(fd)
+                if entry is None:
+                    continue
+                reader, writer = entry[0], entry[1]
+                # As selectors does: HUP and ERR wake both the reader and the writer.
+                if reader and events & _NOT_OUT:
                     self._run(reader, ())
-                if mask & selectors.EVENT_WRITE and writer:
+                if writer and events & _NOT_IN:
                     # The reader may have unregistered this fd meanwhile.
-                    if self._callbacks(key.fd)[1] is writer:
+                    entry = fds.get(fd)
+                    if entry is not None and entry[1] is writer:
                         self._run(writer, ())
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
@@ -199,6 +218,7 @@ class Loop:
         """Release the loop's own descriptors."""
         if self._signals:
             signal.set_wakeup_fd(-1)
-        self._sel.close()
+        self._ep.close()
+        self._fds.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
