@@ -35,9 +35,14 @@ def _encode_return(result: Any, rid: Any) -> bytes:
     QDict order puts "return" before "id"; the common shapes (no result, an
     integer id) skip the general writer.
     """
+    if result is None:
+        value = b"{}"
+    elif type(result) is int:
+        value = int.__repr__(result).encode()
+    else:  # one pass of the writer: a big result (file data) is not copied again
+        return dumps({"return": result}) if rid is _NO_ID else dumps({"return": result, "id": rid})
     if rid is _NO_ID:
-        return dumps({"return": result}) if result is not None else b'{"return": {}}\n'
-    value = b"{}" if result is None else dumps(result)[:-1]
+        return b'{"return": ' + value + b"}\n"
     if type(rid) is int:
         return b'{"return": ' + value + b', "id": ' + int.__repr__(rid).encode() + b"}\n"
     return b'{"return": ' + value + b', "id": ' + dumps(rid)[:-1] + b"}\n"
