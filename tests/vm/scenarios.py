@@ -15,7 +15,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 from tests.vm.vmlib import (GUEST_IP, MNT_EXT4, MNT_XFS, PCI_SLOT, SERIAL_EXT4, SERIAL_XFS,
-                            AgentClient, Guest)
+                            AgentClient, AgentError, Guest)
 
 # Commands every agent inside a Linux guest must list (present in 7.2 and master).
 CORE_COMMANDS = {
@@ -192,7 +192,10 @@ def _start_writer(ag: AgentClient, mnt: str, tag: str) -> int:
 
 def _writer_stats(ag: AgentClient, tag: str) -> Tuple[float, int]:
     """(longest single append in seconds, number of appends)."""
-    lines = ag.read_file(f"/tmp/writer-{tag}.log").decode().split("\n")
+    try:
+        lines = ag.read_file(f"/tmp/writer-{tag}.log").decode().split("\n")
+    except AgentError:
+        return 0.0, 0  # not written yet (a blocked or slow writer)
     spans = [float(b) - float(a) for a, b in (ln.split() for ln in lines if ln.strip())]
     return max(spans or [0.0]), len(spans)
 
@@ -227,7 +230,10 @@ def check_freeze_thaw(g: Guest, hold: float = 4.0) -> None:
     ag.sh("rm -f /tmp/stop-writers /tmp/writer-*.log")
     pids = [_start_writer(ag, MNT_EXT4, "ext4"), _start_writer(ag, MNT_XFS, "xfs")]
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while min(_writer_stats(ag, t)[1] for t in ("ext4", "xfs")) < 2:
+            assert time.monotonic() < deadline, "writers did not start"
+            time.sleep(0.3)
         # 1. freeze everything freezable: exactly the two data disks.
         n = ag.execute("guest-fsfreeze-freeze", timeout=60)
         try:
