@@ -57,16 +57,19 @@ _BAD_ESC = re.compile(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])
 _W = rb"[ \t\r\n]*"
 _FSTR = rb'"[^"\\\x00-\x1f\xfe\xff]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f\xfe\xff]*)*"'
 _FNUM = rb"-?(?:0(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?)?|[1-9][0-9]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+# Each member/element is followed by a comma that must lead to another one,
+# or by the closing bracket, so the value pattern appears once per level (not
+# twice as in "first (, next)*"): the pattern stays small and compiles in a few
+# ms instead of >100 ms, which mattered for the agent's start-up.
+_OBJ_NEXT = rb'(?:,' + _W + rb'(?=")|(?=\}))'
+_ARR_NEXT = rb"(?:," + _W + rb"(?=[^\]])|(?=\]))"
 _FVAL = rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null)"
 for _ in range(3):
     _FVAL = (rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null"
-             + rb"|\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W
-             + rb"(?:," + _W + _FSTR + _W + rb":" + _W + _FVAL + _W + rb")*)?\}"
-             + rb"|\[" + _W + rb"(?:" + _FVAL + _W + rb"(?:," + _W + _FVAL + _W
-             + rb")*)?\])")
+             + rb"|\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\}"
+             + rb"|\[" + _W + rb"(?:" + _FVAL + _W + _ARR_NEXT + rb")*\])")
 _FAST_MSG = re.compile(
-    _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W
-    + rb"(?:," + _W + _FSTR + _W + rb":" + _W + _FVAL + _W + rb")*)?\})")
+    _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\})")
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
 
