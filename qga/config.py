@@ -73,22 +73,19 @@ def _as_list(value: str) -> List[str]:
     return [item for item in value.split(",") if item]
 
 
-def _as_float(key: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise keyfile.KeyFileError(
-            f"Key file contains key “{key}” which has a value that cannot be interpreted.") from None
+def _number(kind: Callable[[str], Any]) -> Callable[[str, str], Any]:
+    """A converter for numeric keys, failing with GLib's wording."""
+    def convert(key: str, value: str) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            raise keyfile.KeyFileError(
+                f"Key file contains key “{key}” which has a value that cannot be interpreted.") from None
+    return convert
 
 
-def _as_int(key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise keyfile.KeyFileError(
-            f"Key file contains key “{key}” which has a value that cannot be interpreted.") from None
-
-
+_as_float = _number(float)
+_as_int = _number(int)
 _STR: Callable[[str, str], Any] = lambda _k, v: v
 _BOOL = keyfile.parse_bool
 _LIST: Callable[[str, str], Any] = lambda _k, v: _as_list(v)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Tuple
 
-from qga.errors import QgaError, strerror
+from qga.linux.sysfs import could_not_open
 
 # (field index, member) for each format; indices count major, minor and name.
 _LEGACY: Tuple[Tuple[int, str], ...] = (
@@ -84,5 +84,5 @@ def read_diskstats(path: str = "/proc/diskstats") -> List[Dict[str, Any]]:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
     except OSError as exc:
-        raise QgaError(f"Could not open '{path}': {strerror(exc.errno or 0)}") from None
+        raise could_not_open(path, exc) from None
     return parse_diskstats(text)

@@ -111,21 +111,25 @@ def _dump(sock: socket.socket, msg_type: int, seq: int) -> Iterator[Tuple[int, b
             offset += (length + 3) & ~3
 
 
-def _parse_link(buf: bytes, off: int, end: int) -> Link:
-    _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(buf, off)
-    name, hwaddr = "", None
-    pos = off + _IFINFOMSG.size
+def _attributes(buf: bytes, pos: int, end: int) -> Iterator[Tuple[int, bytes]]:
+    """(type, payload) of each rtattr between ``pos`` and ``end``."""
     unpack = _RTATTR.unpack_from
     while pos + 4 <= end:
         length, kind = unpack(buf, pos)
         if length < 4:
-            break
-        kind &= 0x3FFF
-        if kind == IFLA_IFNAME:
-            name = _cstr(buf[pos + 4:pos + length])
-        elif kind == IFLA_ADDRESS:
-            hwaddr = buf[pos + 4:pos + length]
+            return
+        yield kind & 0x3FFF, buf[pos + 4:pos + length]
         pos += (length + 3) & ~3
+
+
+def _parse_link(buf: bytes, off: int, end: int) -> Link:
+    _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(buf, off)
+    name, hwaddr = "", None
+    for kind, payload in _attributes(buf, off + _IFINFOMSG.size, end):
+        if kind == IFLA_IFNAME:
+            name = _cstr(payload)
+        elif kind == IFLA_ADDRESS:
+            hwaddr = payload
     return Link(index, name, hwaddr)
 
 
@@ -134,20 +138,13 @@ def _parse_addr(buf: bytes, off: int, end: int) -> Optional[Address]:
     if family not in _MAX_PREFIX:
         return None
     address = local = label = None
-    pos = off + _IFADDRMSG.size
-    unpack = _RTATTR.unpack_from
-    while pos + 4 <= end:
-        length, kind = unpack(buf, pos)
-        if length < 4:
-            break
-        kind &= 0x3FFF
+    for kind, payload in _attributes(buf, off + _IFADDRMSG.size, end):
         if kind == IFA_ADDRESS:
-            address = buf[pos + 4:pos + length]
+            address = payload
         elif kind == IFA_LOCAL:
-            local = buf[pos + 4:pos + length]
+            local = payload
         elif kind == IFA_LABEL:
-            label = _cstr(buf[pos + 4:pos + length])
-        pos += (length + 3) & ~3
+            label = _cstr(payload)
     # glibc: IFA_LOCAL is the address when present (IFA_ADDRESS is then the peer).
     addr = local if local is not None else address
     if addr is None:

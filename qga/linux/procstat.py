@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from qga.errors import os_error
+from qga.linux.sysfs import could_not_open
 
 DEFAULT_PATH = "/proc/stat"
 _ULONG = 1 << 64
@@ -73,7 +73,7 @@ def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> Li
         with open(path, encoding="ascii", errors="replace") as f:
             text = f.read()
     except OSError as exc:
-        raise os_error(f"Could not open '{path}'", exc, path) from None
+        raise could_not_open(path, exc) from None
     if clk_tck is None:
         clk_tck = os.sysconf("SC_CLK_TCK")
     return parse_cpustats(text, clk_tck)

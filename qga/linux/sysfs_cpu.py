@@ -11,6 +11,7 @@ import re
 from typing import Any, Dict, List, Mapping, Sequence
 
 from qga.errors import QgaError, os_error
+from qga.linux.sysfs import open_dir
 
 DEFAULT_DIR = "/sys/devices/system/cpu"
 # sscanf("cpu%ld"): "cpu", optional blanks and sign, digits; the rest is ignored.
@@ -21,10 +22,7 @@ def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
     """Read (``read``) or apply the state of one vCPU, as qemu-ga's transfer_vcpu."""
     logical_id = vcpu["logical-id"]
     dirpath = f"{sysfs_cpu}/cpu{logical_id}/"
-    try:
-        dirfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise os_error(f"Could not open '{dirpath}'", exc, dirpath) from None
+    dirfd = open_dir(dirpath)
     try:
         try:
             fd = os.open("online", (os.O_RDONLY if read else os.O_RDWR) | os.O_CLOEXEC, dir_fd=dirfd)

@@ -12,6 +12,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from qga.errors import QgaError, os_error
+from qga.linux.sysfs import could_not_open, open_dir
 
 DEFAULT_DIR = "/sys/devices/system/memory/"
 
@@ -77,10 +78,7 @@ def _read_block(root: str, name: str) -> Dict[str, Any]:
     """One GuestMemoryBlock from ``memoryN`` (schema order: phys-index, online, can-offline)."""
     block: Dict[str, Any] = {"phys-index": _leading_int(name[6:], 10), "online": True, "can-offline": False}
     dirpath = f"{root}memory{_index_text(block['phys-index'])}/"
-    try:
-        dirfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise os_error(f"Could not open '{dirpath}'", exc, dirpath) from None
+    dirfd = open_dir(dirpath)
     try:
         try:
             state = _read_file(dirfd, "state", 10)
@@ -164,7 +162,7 @@ def read_block_info(root: str = DEFAULT_DIR) -> Dict[str, int]:
     try:
         dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise os_error(f"Could not open '{root}'", exc, root) from None
+        raise could_not_open(root, exc) from None
     try:
         data = _read_file(dirfd, "block_size_bytes", 20)
     except _SysfsError as exc:
