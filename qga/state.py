@@ -8,6 +8,7 @@ frozen mode instead of believing the guest is thawed.
 from __future__ import annotations
 
 import os
+import stat
 
 from qga import keyfile
 from qga.errors import QgaError
@@ -28,8 +29,25 @@ class StateDir:
         self.frozen_path = self.state_path + ".isfrozen"
         self.fd_counter = FIRST_HANDLE
 
+    def ensure_dir(self) -> None:
+        """Create a missing state directory 0700 (qemu-ga refuses to start instead).
+
+        An existing directory is used as it is, but not through a symlink that
+        someone other than root planted (``/var/run -> /run`` is root's).
+        """
+        try:
+            os.mkdir(self.statedir, 0o700)
+        except FileExistsError:
+            st = os.lstat(self.statedir)
+            if stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
+                raise StateError(f"state directory {self.statedir} is a symbolic link owned by uid "
+                                 f"{st.st_uid}: refusing it") from None
+        except OSError as exc:
+            raise StateError(f"unable to create state directory {self.statedir}: {exc.strerror}") from exc
+
     def load(self, create: bool = True) -> None:
         """Read the counter, creating the file when missing (not while frozen)."""
+        self.ensure_dir()
         try:
             with open(self.state_path, encoding="utf-8", errors="strict") as f:
                 groups = keyfile.parse(f.read())

@@ -124,6 +124,25 @@ def test_symlinks_refused(agent_dir: str, name: str) -> None:
     assert not os.path.exists(victim), "the agent wrote through a symlink"
 
 
+@pytest.mark.root
+def test_missing_state_dir_created_private_and_foreign_symlink_refused(tmp_path) -> None:
+    from qga.state import StateDir, StateError
+
+    state = StateDir(str(tmp_path / "new"))
+    state.load()
+    assert stat.S_IMODE(os.lstat(tmp_path / "new").st_mode) == 0o700
+    assert (tmp_path / "new" / "qga.state").read_text() == "[global]\nfd_counter=1000\n"
+    os.mkdir(tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "link")
+    os.lchown(tmp_path / "link", 65534, 65534)  # planted by an unprivileged user
+    with pytest.raises(StateError, match="is a symbolic link owned by uid 65534"):
+        StateDir(str(tmp_path / "link")).load()
+    assert not (tmp_path / "elsewhere" / "qga.state").exists()
+    os.lchown(tmp_path / "link", 0, 0)  # root's own links (like /var/run -> /run) are fine
+    StateDir(str(tmp_path / "link")).load()
+    assert (tmp_path / "elsewhere" / "qga.state").exists()
+
+
 def test_frozen_marker_symlink_refused(tmp_path) -> None:
     from qga.state import StateDir
 
