@@ -112,7 +112,8 @@ class Conn:
 class AgentProcess:
     """A running agent on ``<tmp>/sock`` with state in ``<tmp>``."""
 
-    def __init__(self, argv: Sequence[str], tmpdir: str, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, argv: Sequence[str], tmpdir: str, env: Optional[Dict[str, str]] = None,
+                 **popen_kwargs: Any) -> None:
         self.tmpdir = tmpdir
         self.sock_path = os.path.join(tmpdir, "sock")
         self.log_path = os.path.join(tmpdir, "agent.log")
@@ -123,9 +124,13 @@ class AgentProcess:
         full_env.pop("JOURNAL_STREAM", None)
         full_env.update(env or {})
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, cwd=tmpdir, env=full_env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
         self._conns: List[Conn] = []
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=tmpdir, env=full_env, stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT, **popen_kwargs)
+        except BaseException:
+            self._log.close()
+            raise
 
     @property
     def pid(self) -> int:

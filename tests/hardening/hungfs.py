@@ -18,7 +18,7 @@ import os
 import subprocess
 from typing import Dict, List, Optional, Sequence
 
-from tests.agentproc import REPO, AgentProcess
+from tests.agentproc import AgentProcess
 
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
@@ -62,24 +62,10 @@ class HungFsAgent(AgentProcess):
                                MS_NOSUID | MS_NODEV, opts), "mount fuse")
             os.close(fd)  # only the test holds the connection
 
-        self.tmpdir = tmpdir
-        self.sock_path = os.path.join(tmpdir, "sock")
-        self.log_path = os.path.join(tmpdir, "agent.log")
-        self.argv = list(argv)
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
-        full_env.pop("NOTIFY_SOCKET", None)
-        full_env.pop("JOURNAL_STREAM", None)
-        full_env.update(env or {})
-        self._log = open(self.log_path, "ab")
-        self._conns = []
         try:
-            self.proc = subprocess.Popen(self.argv, cwd=tmpdir, env=full_env, stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT,
-                                         pass_fds=(fd,), preexec_fn=in_child)
+            super().__init__(argv, tmpdir, env, pass_fds=(fd,), preexec_fn=in_child)
         except BaseException:
             self.release()
-            self._log.close()
             raise
 
     def agent_mounts(self) -> List[str]:
