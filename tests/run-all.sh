@@ -36,6 +36,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,systemd]"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+# Coverage-guided fuzzing; its test names the reason if the wheel cannot be had.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \
+  || echo "== atheris could not be installed: tests/hardening/test_atheris.py will say so"
 
 echo "== Python 3.9 compatibility (RHEL 9's python3)"
 PY39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n 1 || true)
