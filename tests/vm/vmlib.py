@@ -43,6 +43,7 @@ CACHE_DIR = Path(os.environ.get("QGA_VM_CACHE", "/var/cache/qemu-ga-py-vm"))
 
 QEMU = os.environ.get("QGA_VM_QEMU", "qemu-system-x86_64")
 AGENT_PORT_NAME = "org.qemu.guest_agent.0"
+AGENT_PORT_ID = "qga-port0"      # QOM id of the virtserialport (device_del/device_add)
 GUEST_STATEDIR = "/run/qga"
 GUEST_IP = "10.0.2.15"
 
@@ -717,7 +718,8 @@ class Guest:
     ``agent`` is ``"py"`` (this project, ``python3 -m qga``) or ``"c"`` (Debian's
     qemu-ga 7.2).  ``root`` is ``"9p"`` (host / over virtio-9p) or ``"disk"`` (an
     ext4 image, for suspend-to-RAM).  ``extra_args`` are appended to the agent's
-    command line; ``env`` is exported to it.
+    command line; ``env`` is exported to it; ``extra_cmdline`` words are appended to
+    the kernel command line (e.g. ``qga.sdmask=...`` for ``init="systemd"``).
     """
 
     def __init__(self, agent: str = "py", *, extra_args: Sequence[str] = (),
@@ -725,7 +727,8 @@ class Guest:
                  smp: int = 2, mem_mb: int = 1024, name: str = "guest",
                  workdir: Optional[str] = None, artifacts: Optional[Artifacts] = None,
                  rootfs_image: Optional[Path] = None, python: Optional[str] = None,
-                 repo: Optional[Path] = None, extra_qemu: Sequence[str] = ()) -> None:
+                 repo: Optional[Path] = None, extra_qemu: Sequence[str] = (),
+                 extra_cmdline: Sequence[str] = ()) -> None:
         if agent not in ("py", "c", "none"):
             raise ValueError(f"agent must be py, c or none, not {agent!r}")
         self.agent_kind = agent
@@ -739,6 +742,7 @@ class Guest:
         self.python = python or host_python()
         self.repo = Path(repo or REPO_ROOT)
         self.extra_qemu = list(extra_qemu)
+        self.extra_cmdline = list(extra_cmdline)
         self.artifacts = artifacts
         self.rootfs_image = rootfs_image
         self._own_workdir = workdir is None
@@ -777,6 +781,7 @@ class Guest:
             parts.append(f"qga.moddir={self.artifacts.moddir}")
         if snippet.strip() != "QGA_ARGS=''":
             parts.append("qga.sh=" + base64.b64encode(snippet.encode()).decode())
+        parts += self.extra_cmdline
         for p in parts:
             if re.search(r"\s", p):
                 raise ValueError(f"kernel command line word with whitespace: {p!r}")
@@ -801,7 +806,8 @@ class Guest:
                 "-mon", "chardev=qmp0,mode=control",
                 "-device", f"virtio-serial-pci,id=vser0,bus=pci.0,addr={s['serial']:#x}",
                 "-chardev", f"socket,id=qga0,path={self.agent_sock},server=on,wait=off",
-                "-device", f"virtserialport,bus=vser0.0,nr=1,chardev=qga0,name={AGENT_PORT_NAME}",
+                "-device", f"virtserialport,bus=vser0.0,nr=1,chardev=qga0,name={AGENT_PORT_NAME},"
+                f"id={AGENT_PORT_ID}",
                 "-netdev", "user,id=net0,restrict=on",
                 "-device", f"virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,bus=pci.0,addr={s['net']:#x}",
                 "-object", "rng-random,id=rng0,filename=/dev/urandom",

@@ -11,6 +11,7 @@
 # Kernel command line keys (all optional):
 #   qga.agent=py|c|none  qga.root=9p|disk  qga.init=agent|systemd|shell
 #   qga.python=PATH  qga.repo=PATH  qga.moddir=PATH  qga.sh=BASE64 (sourced by run-agent.sh)
+#   qga.sdunits=0|1  qga.sdmask=U1,U2  (qga.init=systemd only; see systemd-root.sh)
 /bin/busybox mkdir -p /proc /sys /dev /bin /sbin /usr/bin /usr/sbin /tmp
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -140,9 +141,11 @@ for b in /sys/block/vd*; do
 done
 
 log "init: data disks mounted uptime=$(cut -d' ' -f1 /proc/uptime)"
-# virtio-serial port links (what udev's rules would create).
+# virtio-serial port links (what udev's rules would create). Under systemd the
+# guest's own udev creates them (and the port's device unit starts the agent).
 mkdir -p "$R/dev/virtio-ports"
 i=0
+[ "$QGA_init" = systemd ] && i=100
 while [ $i -lt 100 ]; do
     for p in /sys/class/virtio-ports/vport*; do
         [ -e "$p/name" ] || continue
@@ -152,7 +155,8 @@ while [ $i -lt 100 ]; do
     [ -e "$R/dev/virtio-ports/org.qemu.guest_agent.0" ] && break
     i=$((i + 1)); sleep 0.1
 done
-[ -e "$R/dev/virtio-ports/org.qemu.guest_agent.0" ] || log "no org.qemu.guest_agent.0 port"
+[ -e "$R/dev/virtio-ports/org.qemu.guest_agent.0" ] || [ "$QGA_init" = systemd ] \
+    || log "no org.qemu.guest_agent.0 port"
 
 # Network: user-mode net, fixed address like QEMU's built-in DHCP would give.
 hostname qga-guest
@@ -204,6 +208,11 @@ EOF
 EOF
     exec switch_root "$R" /run/qga-vm/bin/init ;;
 systemd)
+    # Install the unit, udev rule and /usr/bin/qemu-ga-py like a package would
+    # (from the checkout, see systemd-root.sh), then let the guest's udev+systemd start it.
+    [ -f "$R$QGA_repo/tests/vm/guest/systemd-root.sh" ] || die "no $QGA_repo/tests/vm/guest/systemd-root.sh"
+    . "$R$QGA_repo/tests/vm/guest/systemd-root.sh"
+    log "init: switching to systemd uptime=$(cut -d' ' -f1 /proc/uptime)"
     exec switch_root "$R" /lib/systemd/systemd ;;
 shell)
     exec switch_root "$R" /run/qga-vm/bin/busybox sh ;;
