@@ -15,6 +15,13 @@ SCSI/ATA numbering needs, and the udev database entries.  With ``--agent``
 it stores qemu-ga's guest-get-disks and guest-get-fsinfo replies as
 ``expected-disks.json`` / ``expected-fsinfo.json`` (plus the mounts'
 device numbers) so tests can compare the readers with the C agent.
+
+In a VM the agent listens on virtio-serial, not a socket: there the host
+asks the agent and writes the expected files itself
+(``python3 -m tests.vm.test_vm_disks capture``).  ``--only sda,sdb`` keeps
+just those ``/sys/block`` entries (one tree per bus), and ``--smart-log DEV``
+stores the raw 512-byte NVMe SMART/health log page of DEV as
+``smart-log-<name>.bin`` (read with qemu-ga-py's own ioctl code).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ import os
 import re
 import shutil
 import socket
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 _HOSTLIKE = re.compile(r"^(host|ata)\d+$")
 
@@ -50,10 +57,11 @@ def _link(src: str, dst: str) -> None:
 class Capture:
     """Copies the reader-relevant part of one sysfs tree into ``out``."""
 
-    def __init__(self, sys_root: str, udev: str, out: str) -> None:
+    def __init__(self, sys_root: str, udev: str, out: str, only: Optional[Set[str]] = None) -> None:
         self.sys = os.path.realpath(sys_root)
         self.udev = udev
         self.out = out
+        self.only = only
         self.done: Set[str] = set()
 
     def dst(self, path: str) -> str:
@@ -106,6 +114,8 @@ class Capture:
     def run(self) -> None:
         block = os.path.join(self.sys, "block")
         for name in sorted(os.listdir(block)):
+            if self.only is not None and name not in self.only:
+                continue
             _link(os.path.join(block, name), self.dst(os.path.join(block, name)))
             self.device(os.path.realpath(os.path.join(block, name)))
         os.makedirs(os.path.join(self.out, "udev"), exist_ok=True)
@@ -136,6 +146,22 @@ def _ask(sock_path: str, command: str) -> Any:
     return json.loads(buf)["return"]
 
 
+def _smart_log(dev: str) -> bytes:
+    """The raw SMART/health log page, through qemu-ga-py's admin-command layout."""
+    import array
+    import fcntl
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from qga.linux import nvme
+    buf = array.array("B", bytes(512))
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, nvme.NVME_IOCTL_ADMIN_CMD, nvme.build_get_log_page(buf.buffer_info()[0]), True)
+    finally:
+        os.close(fd)
+    return buf.tobytes()
+
+
 def _mount_devices() -> Dict[str, str]:
     devs: Dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
@@ -151,10 +177,17 @@ def main() -> None:
     ap.add_argument("--sys", default="/sys")
     ap.add_argument("--udev", default="/run/udev/data")
     ap.add_argument("--agent", help="qemu-ga unix socket: record its disks/fsinfo replies")
+    ap.add_argument("--only", help="comma-separated /sys/block names to keep (default: all)")
+    ap.add_argument("--smart-log", action="append", default=[], metavar="DEV",
+                    help="store the raw NVMe SMART log page of DEV (e.g. /dev/nvme0n1)")
     opts = ap.parse_args()
     if os.path.exists(opts.out):
         shutil.rmtree(opts.out)
-    Capture(opts.sys, opts.udev, opts.out).run()
+    only = set(opts.only.split(",")) if opts.only else None
+    Capture(opts.sys, opts.udev, opts.out, only).run()
+    for dev in opts.smart_log:
+        with open(os.path.join(opts.out, "smart-log-%s.bin" % os.path.basename(dev)), "wb") as f:
+            f.write(_smart_log(dev))
     if opts.agent:
         disks = _ask(opts.agent, "guest-get-disks")
         fsinfo = _ask(opts.agent, "guest-get-fsinfo")
