@@ -7,9 +7,11 @@ own and starts a fresh one for the next request.
 """
 from __future__ import annotations
 
-import queue
 import threading
-from typing import Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+
+if TYPE_CHECKING:
+    import queue
 
 Job = Tuple[Callable[[], Any], Callable[[Any], None]]
 
@@ -24,6 +26,8 @@ class Worker:
 
     def _ensure_thread(self) -> "queue.SimpleQueue[Optional[Job]]":
         if self._queue is None:
+            import queue  # the worker starts with the first non-inline command
+
             self._queue = queue.SimpleQueue()
             threading.Thread(target=self._run, args=(self._queue,), name="qga-worker",
                              daemon=True).start()

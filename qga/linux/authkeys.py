@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from typing import Optional
 
@@ -181,7 +180,7 @@ class UserSsh:
                                     "it is a symbolic link or not a regular file")
 
     def _replace(self, ssh_fd: int, data: bytes) -> None:
-        tmp = f"{KEYS_FILE}.{secrets.token_hex(4)}"
+        tmp = f"{KEYS_FILE}.{os.urandom(4).hex()}"  # not secrets: it loads libcrypto
         tmp_path = build_filename(self.ssh_path, tmp)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,

@@ -1,7 +1,6 @@
 """System clock and RTC (guest-get-time / guest-set-time)."""
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from typing import Optional
@@ -28,6 +27,8 @@ def check_time(time_ns: int) -> None:
     if not -(1 << 63) <= sec < 1 << 63:  # cannot happen with a 64-bit time_t
         raise QgaError(f"Time {time_ns} is too large")
     try:
+        import datetime  # only here: it is not needed to start the agent
+
         year = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).year
     except (OverflowError, OSError, ValueError):
         year = -1

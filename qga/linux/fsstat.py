@@ -14,9 +14,11 @@ from __future__ import annotations
 import _thread
 import logging
 import os
-import queue
 import threading
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    import queue
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class BoundedStatvfs:
 
     def _submit(self, batch: _Batch) -> None:
         if self._queue is None:
+            import queue
+
             self._queue = queue.SimpleQueue()
             threading.Thread(target=self._worker, args=(self._queue,),
                              name="qga-statvfs", daemon=True).start()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import signal
-import subprocess
 from typing import Mapping, Optional, Sequence
 
 from qga.errors import QgaError
@@ -41,6 +40,8 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
     ``timeout`` (seconds) kills a hung helper's whole session (an extension:
     qemu-ga waits forever).  The API is shared with the fsfreeze-hook runner: keep it.
     """
+    import subprocess  # deferred: helpers are rare and the import costs start-up time
+
     try:
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -81,6 +82,8 @@ def spawn_status(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None
     128+signal (glib's WEXITSTATUS would report 0, i.e. success).
     """
     try:
+        import subprocess
+
         proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, close_fds=True,
                               env=dict(env) if env is not None else None)

@@ -7,7 +7,7 @@ ABIs (32-bit ``ut_session`` and ``ut_tv``, shared with 32-bit programs), and
 """
 from __future__ import annotations
 
-import platform
+import os
 import struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
@@ -35,8 +35,8 @@ class UtmpRecord(NamedTuple):
 
 def layout_for(machine: Optional[str] = None) -> struct.Struct:
     """The record layout of this machine's glibc."""
-    machine = machine or platform.machine()
-    if machine in _COMPAT32_MACHINES or platform.architecture()[0] == "32bit":
+    machine = machine or os.uname().machine
+    if machine in _COMPAT32_MACHINES or struct.calcsize("P") == 4:
         return _COMPAT32
     return _NATIVE64
 
