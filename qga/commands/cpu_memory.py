@@ -22,7 +22,7 @@ GuestMemoryBlock = Struct("GuestMemoryBlock", {
     "phys-index": "uint64", "online": "bool", "*can-offline": "bool"})
 
 
-@command("guest-get-vcpus", group="info", available=lambda: _LINUX)
+@command("guest-get-vcpus", group="info", inline=True, available=lambda: _LINUX)
 def get_vcpus(ctx: Context) -> List[Dict[str, Any]]:
     """Every ``cpuN`` of sysfs, in directory order."""
     return sysfs_cpu.read_vcpus(SYSFS_CPU)
@@ -37,7 +37,7 @@ def set_vcpus(ctx: Context, vcpus: Sequence[Dict[str, Any]]) -> int:
     return sysfs_cpu.set_vcpus(vcpus, SYSFS_CPU)
 
 
-@command("guest-get-memory-blocks", group="info", available=lambda: _LINUX)
+@command("guest-get-memory-blocks", group="info", inline=True, available=lambda: _LINUX)
 def get_memory_blocks(ctx: Context) -> List[Dict[str, Any]]:
     """Every ``memoryN`` block; ``[]`` without memory hotplug support."""
     return sysfs_memory.read_memory_blocks(SYSFS_MEMORY)
@@ -52,13 +52,13 @@ def set_memory_blocks(ctx: Context, mem_blks: Sequence[Dict[str, Any]]) -> List[
     return sysfs_memory.set_memory_blocks(mem_blks, SYSFS_MEMORY)
 
 
-@command("guest-get-memory-block-info", group="info", available=lambda: _LINUX)
+@command("guest-get-memory-block-info", group="info", inline=True, available=lambda: _LINUX)
 def get_memory_block_info(ctx: Context) -> Dict[str, int]:
     """The memory block size in bytes."""
     return sysfs_memory.read_block_info(SYSFS_MEMORY)
 
 
-@command("guest-get-cpustats", group="info", available=lambda: _LINUX)
+@command("guest-get-cpustats", group="info", inline=True, available=lambda: _LINUX)
 def get_cpustats(ctx: Context) -> List[Dict[str, Any]]:
     """Per-CPU times in milliseconds from /proc/stat."""
     return procstat.read_cpustats(PROC_STAT)

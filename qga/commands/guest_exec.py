@@ -23,7 +23,6 @@ Beyond qemu-ga (named with an ``x-`` prefix so stock clients are unaffected):
 """
 from __future__ import annotations
 
-import binascii
 import errno
 import logging
 import os
@@ -36,6 +35,7 @@ from qga.context import Context
 from qga.errors import QgaError
 from qga.linux import qbase64
 from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
+from qga.jsonwriter import base64_text
 from qga.registry import command
 from qga.schema import Alternate, Enum
 
@@ -274,11 +274,11 @@ def guest_exec(ctx: Context, path: str, arg: Optional[List[str]] = None,
 
 def _encode(stream: Optional[Stream], result: Dict[str, Any], name: str) -> None:
     if stream is not None and stream.data:
-        result[f"{name}-data"] = binascii.b2a_base64(stream.data, newline=False).decode("ascii")
+        result[f"{name}-data"] = base64_text(stream.data)
         result[f"{name}-truncated"] = stream.truncated
 
 
-@command("guest-exec-status", group="unrestricted", args={"pid": "int"})
+@command("guest-exec-status", group="unrestricted", args={"pid": "int"}, inline=True)
 def guest_exec_status(ctx: Context, pid: int) -> Dict[str, Any]:
     """``{"exited": false}`` while running; the full status once, then forgotten."""
     log.debug("guest-exec-status called, pid: %d", pid)

@@ -58,13 +58,13 @@ def get_host_name(ctx: Context) -> Dict[str, str]:
     return {"host-name": name}
 
 
-@command("guest-get-osinfo", group="info")
+@command("guest-get-osinfo", group="info", inline=True)
 def get_osinfo(ctx: Context) -> Dict[str, str]:
     """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
     return osrelease.osinfo(paths=OS_RELEASE_PATHS)
 
 
-@command("guest-get-users", group="info")
+@command("guest-get-users", group="info", inline=True)
 def get_users(ctx: Context) -> List[Dict[str, Any]]:
     """Logged-in users from utmp: one entry per user, earliest login time."""
     return utmp.logged_in_users(UTMP_PATH)
