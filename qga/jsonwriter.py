@@ -14,6 +14,7 @@ memory speed; a regex fix-up runs only when the output contains ``\\u``.
 """
 from __future__ import annotations
 
+import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
@@ -21,7 +22,7 @@ from typing import Any
 
 from qga.qdict import member_order
 
-__all__ = ["dumps", "qemu_lossy_decode"]
+__all__ = ["Base64Text", "base64_text", "dumps", "qemu_lossy_decode"]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
@@ -119,13 +120,44 @@ def _float(x: float) -> str:
     return "%.17g" % x  # noqa: UP031 -- C printf semantics are the point
 
 
+class Base64Text(bytes):
+    """A JSON string given as base64 bytes: written verbatim between quotes.
+
+    Base64 never needs escaping, so a big ``buf-b64``/``out-data`` skips the
+    decode to str, the re-encode and the escape scan (three copies of up to
+    64 MiB).
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        # It stands for a JSON string: equal to the str it spells, too.
+        if isinstance(other, str):
+            return other.isascii() and bytes.__eq__(self, other.encode("ascii"))
+        return bytes.__eq__(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = bytes.__hash__
+
+
+def base64_text(data: bytes) -> Base64Text:
+    """Standard base64 of ``data`` (padded, no newline) as a :class:`Base64Text`."""
+    return Base64Text(binascii.b2a_base64(data, newline=False)) if data else Base64Text()
+
+
 # Bytes a string may hold that need no escaping at all.
 _SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
 _BIG = 1 << 16
 
 
 def _write(obj: Any, out: list[Any]) -> None:
-    if isinstance(obj, str):
+    if type(obj) is Base64Text:
+        out.append(b'"')
+        out.append(obj)
+        out.append(b'"')
+    elif isinstance(obj, str):
         if len(obj) > _BIG and obj.isascii():
             # Big replies are base64: encoding an ASCII str is a memcpy and
             # a translate() scan proves nothing needs escaping.  The bytes
@@ -228,6 +260,6 @@ def dumps(obj: Any) -> bytes:
         _write_deep(obj, out)
     out.append("\n")
     if b'"' in out:
-        return b"".join(p if type(p) is bytes else p.encode("ascii") for p in out)
+        return b"".join(p if isinstance(p, bytes) else p.encode("ascii") for p in out)
     # Everything is ASCII by now; encoding a compact ASCII str is a memcpy.
     return "".join(out).encode("ascii")

@@ -11,7 +11,6 @@ the agent out of descriptors.
 """
 from __future__ import annotations
 
-import binascii
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -20,6 +19,7 @@ from qga.context import Context
 from qga.errors import QgaError, os_error
 from qga.linux import qbase64
 from qga.linux.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
+from qga.jsonwriter import base64_text
 from qga.registry import command
 from qga.schema import Alternate, Enum
 
@@ -107,8 +107,7 @@ def file_read(ctx: Context, handle: int, count: int = READ_COUNT_DEFAULT) -> Dic
         data, eof = gfile.read(count)
     except OSError as exc:
         raise os_error("failed to read file", exc, gfile.path) from None
-    b64 = binascii.b2a_base64(data, newline=False).decode("ascii") if len(data) else ""
-    return {"count": len(data), "buf-b64": b64, "eof": eof}
+    return {"count": len(data), "buf-b64": base64_text(data), "eof": eof}
 
 
 @command("guest-file-write", group="unrestricted",
