@@ -106,6 +106,13 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts "$R/dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
 mount -t tmpfs -o mode=0755,size=64m tmpfs "$R/run"
 mount -t tmpfs -o mode=1777,size=128m tmpfs "$R/tmp"
+# A checkout under /tmp or /run (CI clones anywhere) would be hidden by those
+# fresh mounts: bind it back from the lower layer.
+case "$QGA_repo" in
+/tmp/?*|/run/?*)
+    mkdir -p "$R$QGA_repo"
+    mount --bind "/lower$QGA_repo" "$R$QGA_repo" || die "cannot bind the checkout $QGA_repo" ;;
+esac
 ln -sf /proc/self/fd "$R/dev/fd" 2>/dev/null
 [ -e "$R/dev/stdin" ] || ln -sf /proc/self/fd/0 "$R/dev/stdin"
 [ -e "$R/dev/stdout" ] || ln -sf /proc/self/fd/1 "$R/dev/stdout"
