@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -159,8 +159,23 @@ def _host_prerequisites() -> None:
 def sd(vm_artifacts: vmlib.Artifacts) -> Iterator[SdGuest]:
     """The systemd guest, booted once; the agent is active and synced."""
     _host_prerequisites()
-    g = vmlib.Guest("py", init="systemd", python=GUEST_PYTHON, artifacts=vm_artifacts,
-                    name="systemd")
+    for attempt in (1, 2):
+        g = vmlib.Guest("py", init="systemd", python=GUEST_PYTHON, artifacts=vm_artifacts,
+                        name="systemd")
+        try:
+            s = _boot(g)
+            break
+        except Exception:
+            # A silent hang before systemd even started (TCG on a starved host) gets
+            # one more try, as for the other tier guests; anything later does not.
+            if attempt == 2 or "qga-vm: init: switching to systemd" in g.console():
+                raise
+            vmlib.log("systemd guest: boot hung before systemd started; retrying once")
+    yield s
+    s.g.close()
+
+
+def _boot(g: vmlib.Guest) -> SdGuest:
     s = SdGuest(g)
     try:
         g.boot(wait_agent=False, timeout=BOOT_TIMEOUT)
@@ -177,8 +192,7 @@ def sd(vm_artifacts: vmlib.Artifacts) -> Iterator[SdGuest]:
         g.keep_workdir = True
         g.close()
         raise
-    yield s
-    g.close()
+    return s
 
 
 # --------------------------------------------------------------------------------------
@@ -275,6 +289,31 @@ def test_journal_structured_fields(sd: SdGuest) -> None:
     assert r.get("_TRANSPORT") == "journal" and "CODE_FUNC" in r, r
 
 
+def test_watchdog_pings(sd: SdGuest) -> None:
+    """WATCHDOG=1 from the event loop every WatchdogSec/2 (30 s): systemd records the ping.
+
+    Waits until the boot-time agent has been active for a little over 30 s (this
+    test runs before anything restarts it); WatchdogTimestamp only moves on start
+    and on pings.
+    """
+    p = sd.show(UNIT, "MainPID", "ActiveEnterTimestampMonotonic", "WatchdogUSec")
+    assert int(p["MainPID"]) == sd.boot_pid, "the boot-time agent was restarted before this test"
+    active_at = int(p["ActiveEnterTimestampMonotonic"]) / 1e6
+    half = 30.0  # WatchdogUSec=1min
+    deadline = time.monotonic() + 60
+    while True:
+        w = sd.show(UNIT, "WatchdogTimestampMonotonic", "MainPID", "NRestarts")
+        now = float(sd.sh("cut -d' ' -f1 /proc/uptime"))
+        ping = int(w["WatchdogTimestampMonotonic"]) / 1e6
+        if ping > active_at + half - 5:
+            break
+        assert time.monotonic() < deadline, (f"no WATCHDOG=1 recorded {now - active_at:.0f}s after "
+                                             f"READY (last watchdog timestamp {ping}, active {active_at})")
+        time.sleep(max(0.5, min(5.0, active_at + half + 1 - now)))
+    assert int(w["MainPID"]) == sd.boot_pid and w["NRestarts"] == "0"
+    vmlib.log(f"systemd guest: first watchdog ping {ping - active_at:.1f}s after READY")
+
+
 def test_conflicts_with_qemu_guest_agent(sd: SdGuest) -> None:
     ref = sd.show(REF_UNIT, "LoadState", "ActiveState", "ConflictedBy")
     assert ref["LoadState"] == "loaded" and ref["ActiveState"] == "inactive", ref
@@ -315,18 +354,24 @@ def test_restart_after_kill9(sd: SdGuest) -> None:
     down = next((x for x in seen if x.pid != old), None)
     assert down is not None and down.active != "active", [str(x) for x in seen]
     assert m.restarts == str(n0 + 1), [str(x) for x in seen]
-    # Restart=always with RestartSec=1: the new process started at least ~1 s after the kill.
-    died = next(x for x in seen if x.pid != old)
-    started = next(x for x in seen if x.pid not in (0, old))
-    assert started.t - died.t >= 0.8, [str(x) for x in seen]
     sd.g.detach_agent()
     c = sd.agent(timeout=30)
     c.execute("guest-ping")
     p = sd.show(UNIT, "MainPID", "NRestarts", "ActiveState")
     assert (int(p["MainPID"]), int(p["NRestarts"]), p["ActiveState"]) == (m.pid, n0 + 1, "active")
-    log = sd.sh(f"journalctl --no-pager -u {UNIT} -o cat")
-    assert "code=killed, status=9/KILL" in log, log[-2000:]
-    vmlib.log(f"systemd guest: kill -9 -> active again in {took:.1f}s (pid {old} -> {m.pid})")
+    # systemd's own account (the monitor polls too coarsely to time the delay):
+    # the kill, then Restart=always after RestartSec=1.
+    recs = sd.journal("-u", UNIT)
+    killed = [r for r in recs if "code=killed, status=9/KILL" in r.get("MESSAGE", "")]
+    assert killed, [r.get("MESSAGE") for r in recs[-10:]]
+    t_fail = int(killed[-1]["__MONOTONIC_TIMESTAMP"])
+    sched = [r for r in recs if "Scheduled restart job" in r.get("MESSAGE", "")
+             and int(r["__MONOTONIC_TIMESTAMP"]) >= t_fail]
+    assert sched, [r.get("MESSAGE") for r in recs[-10:]]
+    delay = (int(sched[0]["__MONOTONIC_TIMESTAMP"]) - t_fail) / 1e6
+    assert delay >= 0.9, f"restarted {delay:.2f}s after the kill (RestartSec=1)"
+    vmlib.log(f"systemd guest: kill -9 -> active again in {took:.1f}s (pid {old} -> {m.pid}, "
+              f"restart scheduled {delay:.2f}s after the kill)")
 
 
 def test_port_unplug_stops_and_replug_starts(sd: SdGuest) -> None:
