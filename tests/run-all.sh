@@ -16,7 +16,7 @@ APT_PACKAGES=(
   xfsprogs e2fsprogs util-linux fuse3
   rpm rpmlint cpio groff-base # packaging tests (the RPM build runs Debian's /usr/bin/python3)
   python3-pip python3-setuptools python3-wheel python3-systemd python3-serial python3-psutil
-  systemd libsystemd-dev pkg-config  # systemd-analyze; building systemd-python
+  systemd udev libsystemd-dev pkg-config  # systemd-analyze, the systemd guest; building systemd-python
   socat
 )
 missing=()
