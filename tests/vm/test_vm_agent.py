@@ -8,6 +8,7 @@ comparisons of replies with the reference agent in an identical guest.
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable, Dict, List
 
 import pytest
@@ -101,9 +102,29 @@ def _norm_ifaces(ifs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 ])
 def test_same_reply_as_reference(py_guest: vmlib.Guest, ref_guest: vmlib.Guest, command: str,
                                  normalise: Callable[[Any], Any]) -> None:
-    ours = normalise(py_guest.agent.execute(command))
-    ref = normalise(ref_guest.agent.execute(command))
+    fetch = _settled_interfaces if command == "guest-network-get-interfaces" else \
+        (lambda guest: guest.agent.execute(command))
+    ours = normalise(fetch(py_guest))
+    ref = normalise(fetch(ref_guest))
     assert ours == ref
+
+
+def _settled_interfaces(guest: vmlib.Guest, timeout: float = 30.0) -> List[Dict[str, Any]]:
+    """Interfaces once eth0's IPv6 link-local address exists.
+
+    The kernel adds it a moment after the link comes up (duplicate address
+    detection), so two guests booted at different times can differ for a few
+    seconds; compare them only when both have settled.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ifs = guest.agent.execute("guest-network-get-interfaces")
+        eth0 = next((i for i in ifs if i["name"] == "eth0"), {})
+        if any(a["ip-address"].startswith("fe80:") for a in eth0.get("ip-addresses", [])):
+            return ifs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"eth0 never got its IPv6 link-local address: {ifs}")
+        time.sleep(0.5)
 
 
 def test_guest_info_matches_reference(py_guest: vmlib.Guest, ref_guest: vmlib.Guest) -> None:
