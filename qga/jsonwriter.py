@@ -22,7 +22,7 @@ from typing import Any
 
 from qga.qdict import member_order
 
-__all__ = ["Base64Text", "base64_text", "dumps", "qemu_lossy_decode"]
+__all__ = ["base64_text", "dumps", "qemu_lossy_decode"]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
@@ -120,31 +120,14 @@ def _float(x: float) -> str:
     return "%.17g" % x  # noqa: UP031 -- C printf semantics are the point
 
 
-class Base64Text(bytes):
-    """A JSON string given as base64 bytes: written verbatim between quotes.
+def base64_text(data: bytes) -> bytes:
+    """Standard base64 of ``data`` (padded, no newline), ready to be a reply string.
 
-    Base64 never needs escaping, so a big ``buf-b64``/``out-data`` skips the
-    decode to str, the re-encode and the escape scan (three copies of up to
-    64 MiB).
+    Handlers return it as is: :func:`dumps` writes ``bytes`` verbatim between
+    quotes, so a big ``buf-b64``/``out-data`` skips the decode to str, the
+    re-encode and a copy (up to 64 MiB each).
     """
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        # It stands for a JSON string: equal to the str it spells, too.
-        if isinstance(other, str):
-            return other.isascii() and bytes.__eq__(self, other.encode("ascii"))
-        return bytes.__eq__(self, other)  # type: ignore[arg-type]
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    __hash__ = bytes.__hash__
-
-
-def base64_text(data: bytes) -> Base64Text:
-    """Standard base64 of ``data`` (padded, no newline) as a :class:`Base64Text`."""
-    return Base64Text(binascii.b2a_base64(data, newline=False)) if data else Base64Text()
+    return binascii.b2a_base64(data, newline=False)
 
 
 # Bytes a string may hold that need no escaping at all.
@@ -153,7 +136,11 @@ _BIG = 1 << 16
 
 
 def _write(obj: Any, out: list[Any]) -> None:
-    if type(obj) is Base64Text:
+    if type(obj) is bytes:
+        # Text handed over as bytes (base64): it must need no escaping, which
+        # translate() checks at C speed without copying it.
+        if obj.translate(None, _SAFE):
+            raise TypeError("bytes in a reply must be printable ASCII without quotes or backslashes")
         out.append(b'"')
         out.append(obj)
         out.append(b'"')

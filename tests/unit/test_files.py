@@ -68,10 +68,10 @@ def test_file_ops_sequence_of_qemu_test(ctx: Context, tmp_path) -> None:
     assert open(path, "rb").read() == HELLO
     h = files.file_open(ctx, path, "r")
     assert h == 1001
-    assert files.file_read(ctx, h) == {"count": 14, "buf-b64": b64(HELLO), "eof": True}
-    assert files.file_read(ctx, h) == {"count": 0, "buf-b64": "", "eof": True}
+    assert files.file_read(ctx, h) == {"count": 14, "buf-b64": b64(HELLO).encode(), "eof": True}
+    assert files.file_read(ctx, h) == {"count": 0, "buf-b64": b"", "eof": True}
     assert files.file_seek(ctx, h, 6, "set") == {"position": 6, "eof": False}
-    assert files.file_read(ctx, h) == {"count": 8, "buf-b64": b64(HELLO[6:]), "eof": True}
+    assert files.file_read(ctx, h) == {"count": 8, "buf-b64": b64(HELLO[6:]).encode(), "eof": True}
     files.file_close(ctx, h)
 
 
@@ -79,17 +79,17 @@ def test_write_then_read_at_end(ctx: Context, tmp_path) -> None:
     """QEMU's /qga/file-write-read: a read right after a write is at EOF."""
     h = files.file_open(ctx, str(tmp_path / "foo"), "w+")
     assert files.file_write(ctx, h, b64(HELLO))["count"] == 14
-    assert files.file_read(ctx, h) == {"count": 0, "buf-b64": "", "eof": True}
+    assert files.file_read(ctx, h) == {"count": 0, "buf-b64": b"", "eof": True}
     assert files.file_seek(ctx, h, 0, 0) == {"position": 0, "eof": False}
-    assert files.file_read(ctx, h) == {"count": 14, "buf-b64": b64(HELLO), "eof": True}
+    assert files.file_read(ctx, h) == {"count": 14, "buf-b64": b64(HELLO).encode(), "eof": True}
 
 
 def test_exact_count_is_not_eof(ctx: Context, tmp_path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abcd")
     h = files.file_open(ctx, str(path))
-    assert files.file_read(ctx, h, 4) == {"count": 4, "buf-b64": b64(b"abcd"), "eof": False}
-    assert files.file_read(ctx, h, 0) == {"count": 0, "buf-b64": "", "eof": False}
+    assert files.file_read(ctx, h, 4) == {"count": 4, "buf-b64": b64(b"abcd").encode(), "eof": False}
+    assert files.file_read(ctx, h, 0) == {"count": 0, "buf-b64": b"", "eof": False}
     assert files.file_read(ctx, h, 4)["eof"] is True
 
 
@@ -196,7 +196,7 @@ def test_fifo_nonblocking(ctx: Context, tmp_path) -> None:
     try:
         assert error_of(files.file_read, ctx, h) == "failed to read file: Resource temporarily unavailable"
         os.write(writer, b"abc")
-        assert files.file_read(ctx, h) == {"count": 3, "buf-b64": b64(b"abc"), "eof": False}
+        assert files.file_read(ctx, h) == {"count": 3, "buf-b64": b64(b"abc").encode(), "eof": False}
     finally:
         os.close(writer)
 
