@@ -27,6 +27,7 @@ import stat
 from typing import Optional
 
 from qga.errors import QgaError
+from qga.linux.sysfs import read_fd
 
 KEYS_FILE = "authorized_keys"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -100,12 +101,7 @@ class UserSsh:
                 if st.st_nlink > 1 and st.st_uid not in (self.uid, 0):
                     raise self._read_error(f"Failed to open file “{self.keys_path}”: "
                                            "hard link to a file owned by another user")
-                chunks = []
-                while True:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
+                data = read_fd(fd)
             except OSError as exc:
                 raise self._read_error(f"Failed to read from file “{self.keys_path}”: {_strerror(exc)}") from None
             finally:
@@ -113,7 +109,7 @@ class UserSsh:
         finally:
             os.close(ssh_fd)
         # glib hands back the bytes; C string handling ends at the first NUL.
-        return b"".join(chunks).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        return data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
     def _read_error(self, inner: str) -> QgaError:
         return QgaError(f"failed to read '{self.keys_path}': {inner}")

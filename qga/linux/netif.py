@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from qga.linux.sysfs import read_fd
+
 log = logging.getLogger(__name__)
 
 NETLINK_ROUTE = 0
@@ -235,12 +237,7 @@ def read_net_dev(path: str = "/proc/net/dev") -> Dict[str, Dict[str, int]]:
         log.debug("failed to open network stats %s: %s", path, exc.strerror)
         return {}
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = read_fd(fd)
     finally:
         os.close(fd)
-    return parse_net_dev(b"".join(chunks).decode("utf-8", "surrogateescape"))
+    return parse_net_dev(data.decode("utf-8", "surrogateescape"))

@@ -1,4 +1,4 @@
-"""Opening /proc and /sys objects with QEMU 10.2's error text."""
+"""Opening and reading /proc, /sys and other small files (QEMU 10.2's error text)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,16 @@ from qga.errors import QgaError, os_error
 def could_not_open(path: str, exc: OSError) -> QgaError:
     """``Could not open '<path>': <strerror>`` (10.2's wording for every reader)."""
     return os_error(f"Could not open '{path}'", exc, path)
+
+
+def read_fd(fd: int) -> bytes:
+    """Everything left to read on ``fd`` (sizes of /proc files are not known up front)."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def open_dir(path: str) -> int:
