@@ -20,6 +20,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
+from tests import loopmount
 from tests.agentproc import AgentProcess, Conn, start
 
 pytestmark = pytest.mark.reference
@@ -162,25 +163,8 @@ def test_exec_status_matches_reference() -> None:
 # -- freeze on a loop mount (root) -------------------------------------------------------
 @pytest.fixture
 def loop_mount() -> Iterator[str]:
-    if shutil.which("mkfs.ext4") is None:
-        pytest.skip("mkfs.ext4 missing")
-    work = tempfile.mkdtemp(prefix="qga-ref-mnt-")
-    image, mnt, dev = os.path.join(work, "img"), os.path.join(work, "mnt"), ""
-    os.mkdir(mnt)
-    try:
-        with open(image, "wb") as f:
-            f.truncate(64 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
-        dev = subprocess.run(["losetup", "--find", "--show", image], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", dev, mnt], check=True, capture_output=True)
+    with loopmount.loop_mount(64, prefix="qga-ref-mnt-") as (_dev, mnt):
         yield mnt
-    finally:
-        subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
-        subprocess.run(["umount", mnt], capture_output=True)
-        if dev:
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.root

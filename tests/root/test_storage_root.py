@@ -8,13 +8,11 @@ device are always removed, even when an assertion fails.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from typing import Iterator, Tuple
 
 import pytest
 
+from tests import loopmount
 from tests.agentproc import AgentProcess
 
 pytestmark = pytest.mark.root
@@ -23,26 +21,8 @@ pytestmark = pytest.mark.root
 @pytest.fixture
 def loop_mount() -> Iterator[Tuple[str, str]]:
     """(loop device, mountpoint) of a fresh 32 MiB ext4 image."""
-    for tool in ("mkfs.ext4", "losetup", "mount", "umount"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is needed for this test")
-    work = tempfile.mkdtemp(prefix="qga-fsinfo-")
-    image, mnt = os.path.join(work, "img"), os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    dev = ""
-    try:
-        with open(image, "wb") as f:
-            f.truncate(32 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
-        dev = subprocess.run(["losetup", "--find", "--show", image], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", dev, mnt], check=True, capture_output=True)
-        yield dev, mnt
-    finally:
-        subprocess.run(["umount", mnt], capture_output=True)
-        if dev:
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+    with loopmount.loop_mount(32, prefix="qga-fsinfo-") as pair:
+        yield pair
 
 
 def test_loop_ext4_in_fsinfo_and_disks(agent: AgentProcess, loop_mount: Tuple[str, str]) -> None:
