@@ -188,10 +188,10 @@ class Agent:
 
     # -- data path ---------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
+        # Only the open transport calls this; keep it even if a channel error
+        # drops self.transport while the chunk is dispatched.
         transport = self.transport
-        if transport is None:
-            self.dispatcher.submit(self.parser.feed(data))
-            return
+        assert transport is not None
         # The replies to everything in this chunk leave in one writev.
         transport.cork()
         try:
