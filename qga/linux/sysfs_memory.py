@@ -26,6 +26,11 @@ class _SysfsError(Exception):
         self.errno = err
 
 
+def _failure(op: str, name: str, exc: OSError) -> _SysfsError:
+    """qemu-ga's ``<op> sysfs file "<name>": <strerror>``."""
+    return _SysfsError(f'{op} sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0)
+
+
 def _dir(root: str) -> str:
     return root if root.endswith("/") else root + "/"
 
@@ -34,11 +39,11 @@ def _read_file(dirfd: int, name: str, size: int) -> bytes:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError as exc:
-        raise _SysfsError(f'open sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0) from None
+        raise _failure("open", name, exc) from None
     try:
         data = os.pread(fd, size, 0)
     except OSError as exc:
-        raise _SysfsError(f'pread sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0) from None
+        raise _failure("pread", name, exc) from None
     finally:
         os.close(fd)
     if not data:
@@ -50,11 +55,11 @@ def _write_file(dirfd: int, name: str, data: bytes) -> None:
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError as exc:
-        raise _SysfsError(f'open sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0) from None
+        raise _failure("open", name, exc) from None
     try:
         os.pwrite(fd, data, 0)
     except OSError as exc:
-        raise _SysfsError(f'pwrite sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0) from None
+        raise _failure("pwrite", name, exc) from None
     finally:
         os.close(fd)
 
