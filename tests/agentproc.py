@@ -123,6 +123,9 @@ class AgentProcess:
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.pop("JOURNAL_STREAM", None)
         full_env.update(env or {})
+        #: Our agent must stop on SIGTERM (test-qga.c asserts exit 0); start()
+        #: relaxes this for the reference binary.
+        self.strict_stop = True
         self._log = open(self.log_path, "ab")
         self._conns: List[Conn] = []
         try:
@@ -168,7 +171,13 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"agent did not stop on signal {sig}: {self.log()}") from None
+                if self.strict_stop:
+                    raise AssertionError(f"agent did not stop on signal {sig}: {self.log()}") from None
+                # The reference qemu-ga's own shutdown is not what we test; it
+                # has been seen (rarely, only inside the full suite) to ignore
+                # SIGTERM for more than 10 s.
+                print(f"warning: reference agent {self.pid} ignored signal {sig} for {timeout:g} s; killed",
+                      file=sys.stderr)
         self._log.close()
         return self.proc.returncode
 
@@ -192,4 +201,6 @@ def start(kind: str = "ours", extra: Iterable[str] = (), env: Optional[Dict[str,
     """Start ``ours`` or ``reference`` in a fresh (or given) temporary directory."""
     tmpdir = tmpdir or tempfile.mkdtemp(prefix=f"qga-{kind}-")
     argv = ours_argv(tmpdir, extra) if kind == "ours" else reference_argv(tmpdir, extra)
-    return AgentProcess(argv, tmpdir, env)
+    proc = AgentProcess(argv, tmpdir, env)
+    proc.strict_stop = kind == "ours"
+    return proc
