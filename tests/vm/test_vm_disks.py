@@ -92,28 +92,12 @@ ONLY_IN_10_2_FSINFO = {"total-bytes-privileged"}
 
 def disk_images() -> Tuple[Path, Path]:
     """Small cached images: MBR + ext4 partition, and whole-disk ext4 (opened snapshot=on)."""
-    cache = vmlib.CACHE_DIR
-    part, whole = cache / "data-small-part-v1.img", cache / "data-small-whole-v1.img"
-    size, start = 16 << 20, 2048
-    if not whole.exists():
-        tmp = whole.with_suffix(".tmp")
-        with open(str(tmp), "wb") as f:
-            f.truncate(size)
-        vmlib._run(["mkfs.ext4", "-q", "-F", "-L", "qga-small", str(tmp)])
-        os.replace(str(tmp), str(whole))
-    if not part.exists():
-        fs = cache / "small-part.tmp"
-        with open(str(fs), "wb") as f:
-            f.truncate(size - start * 512)
-        vmlib._run(["mkfs.ext4", "-q", "-F", "-L", "qga-small-p1", str(fs)])
-        tmp = part.with_suffix(".tmp")
-        with open(str(tmp), "wb") as out, open(str(fs), "rb") as src:
-            out.write(vmlib._mbr(start, (size >> 9) - start))
-            out.seek(start * 512)
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.truncate(size)
-        fs.unlink()
-        os.replace(str(tmp), str(part))
+    cache, size = vmlib.CACHE_DIR, 16 << 20
+    part = vmlib.build_once(cache / "data-small-part-v1.img",
+                            lambda tmp: vmlib.build_partitioned_ext4(tmp, size, "qga-small-p1"))
+    whole = vmlib.build_once(cache / "data-small-whole-v1.img",
+                             lambda tmp: vmlib.build_whole_disk(tmp, size,
+                                                                ["mkfs.ext4", "-q", "-F", "-L", "qga-small"]))
     return part, whole
 
 

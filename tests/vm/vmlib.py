@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -166,7 +166,11 @@ class Artifacts:
 
 
 class _CacheLock:
-    """Serialises builders (pytest workers, the demo) on the shared cache."""
+    """Serialises builders (pytest workers, threads, the demo) on the shared cache.
+
+    The lock file is opened anew on every ``with``: flock belongs to the open file
+    description, so two threads of one process exclude each other too.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -187,6 +191,31 @@ class _CacheLock:
 
     def __exit__(self, *exc: Any) -> None:
         os.close(self.fd)
+
+
+def build_once(out: Path, build: Callable[[Path], None]) -> Path:
+    """Return the cached file ``out``, first building it if it is missing.
+
+    ``build(tmp)`` writes the artefact to ``tmp``, a fresh empty file with a unique
+    name beside ``out``, which is renamed into place only once ``build`` returns:
+    a reader never sees a half-written file.  A per-artefact lock (``<out>.lock``)
+    makes a concurrent second caller wait and then reuse the first one's result.
+    """
+    if out.exists():
+        return out
+    with _CacheLock(out.with_name(out.name + ".lock")):
+        if out.exists():
+            return out
+        fd, name = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=str(out.parent))
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            build(tmp)
+            os.replace(str(tmp), str(out))
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return out
 
 
 def _kernel_package() -> str:
@@ -332,9 +361,16 @@ def ensure_initrd(kver: str, moddir: Path) -> Path:
         h.update(f.name.encode())
         h.update(f.read_bytes() if f.is_absolute() else b"")
     out = CACHE_DIR / f"initrd-{kver}-{h.hexdigest()[:16]}.cpio.gz"
-    if out.exists():
-        return out
-    log(f"building {out.name} ({len(mods) + len(mods_fs)} modules)")
+    if not out.exists():
+        build_once(out, lambda tmp: _build_initrd(tmp, mods, mods_fs))
+        for old in CACHE_DIR.glob("initrd-*.cpio.gz"):
+            if old != out and time.time() - old.stat().st_mtime > 3600:
+                old.unlink()  # stale builds; recent ones may serve a concurrent checkout
+    return out
+
+
+def _build_initrd(dest: Path, mods: List[Path], mods_fs: List[Path]) -> None:
+    log(f"building {dest.name} ({len(mods) + len(mods_fs)} modules)")
     c = _Cpio()
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp", "lower", "up", "newroot"]:
         c.dir(d)
@@ -347,14 +383,8 @@ def ensure_initrd(kver: str, moddir: Path) -> Path:
         c.file(f"lib/modules/{m.name}", m.read_bytes())
     c.file("lib/modules/load.list", "".join(m.name + "\n" for m in mods).encode())
     c.file("lib/modules/load-fs.list", "".join(m.name + "\n" for m in mods_fs).encode())
-    tmp = out.with_suffix(".tmp")
-    with gzip.open(str(tmp), "wb", compresslevel=6) as f:
+    with gzip.open(str(dest), "wb", compresslevel=6) as f:
         f.write(c.finish())
-    os.replace(str(tmp), str(out))
-    for old in CACHE_DIR.glob("initrd-*.cpio.gz"):
-        if old != out and time.time() - old.stat().st_mtime > 3600:
-            old.unlink()  # stale builds; recent ones may serve a concurrent checkout
-    return out
 
 
 def _mbr(start_lba: int, sectors: int, ptype: int = 0x83) -> bytes:
@@ -363,32 +393,37 @@ def _mbr(start_lba: int, sectors: int, ptype: int = 0x83) -> bytes:
     return b"\x00" * 440 + struct.pack("<IH", 0x51A6E9D5, 0) + entry + b"\x00" * 48 + b"\x55\xaa"
 
 
-def ensure_data_disks() -> Tuple[Path, Path]:
-    """Pristine data disk images; guests open them with snapshot=on so they stay pristine."""
-    ext4 = CACHE_DIR / "data-ext4-v1.img"
-    xfs = CACHE_DIR / "data-xfs-v1.img"
-    if not ext4.exists():
-        log("building the ext4 data disk")
-        size, start = 64 << 20, 2048
-        part = CACHE_DIR / "part.tmp"
-        with open(str(part), "wb") as f:
-            f.truncate(size - start * 512)
-        _run(["mkfs.ext4", "-q", "-F", "-L", "qga-ext4", str(part)])
-        tmp = ext4.with_suffix(".tmp")
-        with open(str(tmp), "wb") as out, open(str(part), "rb") as src:
-            out.write(_mbr(start, (size >> 9) - start))
-            out.seek(start * 512)
+def build_partitioned_ext4(dest: Path, size: int, label: str, start_lba: int = 2048) -> None:
+    """Write an MBR disk image of ``size`` bytes whose one partition is an ext4 ``label``."""
+    fs = dest.with_name(dest.name + ".fs")  # dest is build_once's unique name, so is this
+    try:
+        with open(str(fs), "wb") as f:
+            f.truncate(size - start_lba * 512)
+        _run(["mkfs.ext4", "-q", "-F", "-L", label, str(fs)])
+        with open(str(dest), "wb") as out, open(str(fs), "rb") as src:
+            out.write(_mbr(start_lba, (size >> 9) - start_lba))
+            out.seek(start_lba * 512)
             shutil.copyfileobj(src, out, 1 << 20)
             out.truncate(size)
-        part.unlink()
-        os.replace(str(tmp), str(ext4))
-    if not xfs.exists():
-        log("building the xfs data disk")
-        tmp = xfs.with_suffix(".tmp")
-        with open(str(tmp), "wb") as f:
-            f.truncate(320 << 20)  # mkfs.xfs 6.x refuses anything under 300 MB
-        _run(["mkfs.xfs", "-q", "-f", "-L", "qga-xfs", str(tmp)])
-        os.replace(str(tmp), str(xfs))
+    finally:
+        if fs.exists():
+            fs.unlink()
+
+
+def build_whole_disk(dest: Path, size: int, mkfs: Sequence[str]) -> None:
+    """Write a ``size``-byte image holding one filesystem made by ``mkfs`` (argv without the path)."""
+    with open(str(dest), "wb") as f:
+        f.truncate(size)
+    _run(list(mkfs) + [str(dest)])
+
+
+def ensure_data_disks() -> Tuple[Path, Path]:
+    """Pristine data disk images; guests open them with snapshot=on so they stay pristine."""
+    ext4 = build_once(CACHE_DIR / "data-ext4-v1.img",
+                      lambda tmp: build_partitioned_ext4(tmp, 64 << 20, "qga-ext4"))
+    # mkfs.xfs 6.x refuses anything under 300 MB
+    xfs = build_once(CACHE_DIR / "data-xfs-v1.img",
+                     lambda tmp: build_whole_disk(tmp, 320 << 20, ["mkfs.xfs", "-q", "-f", "-L", "qga-xfs"]))
     return ext4, xfs
 
 
@@ -1051,25 +1086,25 @@ def ensure_rootfs_image(agent: str = "py", python: Optional[str] = None,
         st = p.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     out = CACHE_DIR / f"rootfs-{h.hexdigest()[:16]}.img"
-    if out.exists():
-        return out
-    with _CacheLock(CACHE_DIR / ".lock"):
-        if out.exists():
-            return out
-        for old in CACHE_DIR.glob("rootfs-*.img"):
-            old.unlink()
+
+    def build(tmp: Path) -> None:
         log("building the ext4 rootfs image for suspend tests")
         stage = Path(tempfile.mkdtemp(prefix="rootfs-", dir=str(CACHE_DIR)))
         try:
             _stage_rootfs(stage, python, prefix, pyver, repo)
             size_mb = int(_du_bytes(stage) * 1.3 / (1 << 20)) + 64
-            tmp = out.with_suffix(".tmp")
             with open(str(tmp), "wb") as f:
                 f.truncate(size_mb << 20)
             _run(["mkfs.ext4", "-q", "-F", "-L", "qga-rootfs", "-d", str(stage), str(tmp)], timeout=600)
-            os.replace(str(tmp), str(out))
         finally:
             shutil.rmtree(str(stage), ignore_errors=True)
+
+    if not out.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        build_once(out, build)
+        for old in CACHE_DIR.glob("rootfs-*.img"):
+            if old != out:
+                old.unlink()  # hundreds of MB each, rebuilt on every change of qga/
     return out
 
 
