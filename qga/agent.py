@@ -94,8 +94,11 @@ class Agent:
         self.logs = logs
         self.loop = Loop()
         self.state = StateDir(config.statedir)
-        self.registry = registry or Registry()
-        self.registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
+        if registry is None:
+            self.registry = Registry.from_config(config)
+        else:
+            self.registry = registry
+            registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
         self.ctx = Context(config, self.state, self.loop, self.registry)
         self.parser = JsonStreamParser()
         self.dispatcher = Dispatcher(self.ctx, self._send, config.command_timeout)

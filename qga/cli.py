@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finished guest-exec results kept until queried (default: 1024)")
     x.add_argument("--max-concurrent-execs", metavar="N", type=int,
                    help="guest-exec children running at once (default: 128)")
+    x.add_argument("--extension-commands", action="store_true",
+                   help="register qemu-ga-py's own x- commands (x-guest-exec-kill); off by default, "
+                        "so guest-info lists exactly qemu-ga's commands")
     return p
 
 
@@ -98,6 +101,7 @@ _CLI_KEYS = {
     "command_timeout": "command-timeout", "interface_exclude": "interface-exclude",
     "file_nofollow": "file-nofollow", "max_file_handles": "max-file-handles",
     "max_exec_records": "max-exec-records", "max_concurrent_execs": "max-concurrent-execs",
+    "extension_commands": "extension-commands",
 }
 
 
@@ -117,20 +121,26 @@ def build_config(ns: argparse.Namespace) -> Config:
     return config
 
 
-def _print_command_names() -> None:
+def _print_command_names(config: Config) -> None:
     from qga.registry import Registry
 
-    print("\n".join(Registry().names()))
+    print("\n".join(Registry(extensions=config.extension_commands).names()))
 
 
 def policy_comment(config: Config) -> str:
-    """``-D``'s trailer: the commands the policy disables, as comments (never read back)."""
+    """``-D``'s trailer: the commands disabled by the groups, as comments (never read back).
+
+    Only ``block-groups`` (which qemu-ga does not know) makes the effective
+    policy differ from what qemu-ga's own keys say, so a configuration
+    without it gets no comment and ``-D`` prints what qemu-ga prints.
+    """
+    if not config.block_groups:
+        return ""
     from qga.registry import Registry
 
-    registry = Registry()
-    registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
+    disabled = Registry.from_config(config).policy_disabled()
     return ("# effective command policy (allow-rpcs, block-rpcs, block-groups); informational\n"
-            f"# disabled-commands={';'.join(registry.policy_disabled())}\n")
+            f"# disabled-commands={';'.join(disabled)}\n")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -154,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = build_config(ns)
         if "help" in config.block_rpcs or "help" in (config.allow_rpcs or []):
-            _print_command_names()
+            _print_command_names(config)
             return 0
         validate(config)
     except ConfigError as exc:

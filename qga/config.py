@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from qga import keyfile
 
@@ -62,7 +62,12 @@ class Config:
     max_file_handles: int = 1024
     max_exec_records: int = 1024
     max_concurrent_execs: int = 128
+    #: Register qemu-ga-py's ``x-`` commands (x-guest-exec-kill).
+    extension_commands: bool = False
     pidfile_given: bool = field(default=False, repr=False)
+    #: Config-file keys set by the file or the command line (``-D`` prints an
+    #: extension key only when it was set).
+    keys_set: Set[str] = field(default_factory=set, repr=False)
 
     def effective_path(self) -> Optional[str]:
         """``path`` or the method's default (unix/vsock have none)."""
@@ -99,7 +104,11 @@ KEYS: Dict[str, Callable[[str, str], Any]] = {
     "fsfreeze-hook-timeout": _as_float, "statvfs-timeout": _as_float,
     "command-timeout": _as_float, "interface-exclude": _LIST, "file-nofollow": _BOOL,
     "max-file-handles": _as_int, "max-exec-records": _as_int, "max-concurrent-execs": _as_int,
+    "extension-commands": _BOOL,
 }
+#: The keys qemu-ga 10.2 knows, in the order its ``-D`` prints them.
+QEMU_KEYS = ("daemon", "method", "path", "logfile", "pidfile", "fsfreeze-hook", "statedir",
+             "verbose", "retry-path", "block-rpcs", "allow-rpcs")
 LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "interface-exclude"})
 
 
@@ -124,6 +133,7 @@ def apply(config: Config, key: str, value: Any) -> None:
         setattr(config, attr, (current or []) + list(reversed(list(value))))
     else:
         setattr(config, attr, value)
+    config.keys_set.add(key)
     if key == "pidfile":
         config.pidfile_given = True
 
@@ -179,7 +189,13 @@ def _fmt(value: Any) -> str:
 
 
 def dump(config: Config) -> str:
-    """``-D``: the effective configuration as a key file, qemu-ga's layout first."""
+    """``-D``: the effective configuration as a key file.
+
+    qemu-ga 10.2's keys come first, exactly as it prints them; an extension
+    key follows only when the file or the command line set it, so a stock
+    start prints what qemu-ga prints and the output still reads back as a
+    config file.
+    """
     general: Dict[str, str] = {
         "daemon": _fmt(config.daemon), "method": config.method,
         "path": config.effective_path() or "",
@@ -194,9 +210,7 @@ def dump(config: Config) -> str:
         "retry-path": _fmt(config.retry_path), "block-rpcs": _fmt(config.block_rpcs),
         "allow-rpcs": _fmt(config.allow_rpcs or []),
     })
-    skip = {"daemon", "method", "path", "logfile", "pidfile", "fsfreeze_hook", "statedir",
-            "verbose", "retry_path", "block_rpcs", "allow_rpcs", "pidfile_given"}
-    for f in fields(config):
-        if f.name not in skip:
-            general[f.name.replace("_", "-")] = _fmt(getattr(config, f.name))
+    for key in KEYS:
+        if key not in QEMU_KEYS and key in config.keys_set:
+            general[key] = _fmt(getattr(config, key.replace("-", "_")))
     return keyfile.dump({"general": general})

@@ -15,10 +15,13 @@ decides at call time whether a registered command is enabled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Set
 
 from qga.errors import CommandNotFound
 from qga.schema import TypeSpec, Validator, compile_args
+
+if TYPE_CHECKING:
+    from qga.config import Config
 
 #: Command groups an administrator can disable as a whole.  Every command
 #: belongs to exactly one, so a command added by a later release joins a group
@@ -84,6 +87,10 @@ class Command:
     reply_prefix: bytes = b""
     #: Logged to the audit log (side-effecting commands).
     audit: bool = False
+    #: A qemu-ga-py extension (``x-`` name): registered only when the guest's
+    #: administrator enables ``extension-commands``, so a stock agent lists
+    #: exactly qemu-ga's commands.
+    extension: bool = False
     available: Callable[[], bool] = field(default=lambda: True, compare=False)
 
 
@@ -93,7 +100,7 @@ _DECLARED: Dict[str, Command] = {}
 def command(name: str, *, group: str, args: Optional[Mapping[str, TypeSpec]] = None,
             success_response: bool = True, inline: bool = False,
             deadline: Optional[float] = DEFAULT_DEADLINE, reply_prefix: bytes = b"",
-            audit: bool = False,
+            audit: bool = False, extension: bool = False,
             available: Optional[Callable[[], bool]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a command.  The handler is called as ``func(ctx, **arguments)``.
 
@@ -104,6 +111,8 @@ def command(name: str, *, group: str, args: Optional[Mapping[str, TypeSpec]] = N
     """
     if group not in GROUPS:
         raise ValueError(f"{name}: unknown group {group!r}")
+    if extension != name.startswith("x-"):
+        raise ValueError(f"{name}: extension commands, and only they, are named x-...")
 
     def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         if name in _DECLARED:
@@ -111,7 +120,7 @@ def command(name: str, *, group: str, args: Optional[Mapping[str, TypeSpec]] = N
         _DECLARED[name] = Command(
             name=name, func=func, group=group, validate=compile_args(args),
             success_response=success_response, inline=inline, deadline=deadline,
-            reply_prefix=reply_prefix, audit=audit,
+            reply_prefix=reply_prefix, audit=audit, extension=extension,
             available=available or (lambda: True))
         return func
 
@@ -133,11 +142,16 @@ def _registration_key(name: str) -> int:
 class Registry:
     """The commands available on this guest, and the policy that enables them."""
 
-    def __init__(self, declared: Optional[Iterable[Command]] = None) -> None:
+    def __init__(self, declared: Optional[Iterable[Command]] = None, *,
+                 extensions: bool = False) -> None:
+        """Register ``declared`` (default: every command module's commands).
+
+        Extension commands are left out unless ``extensions`` is true.
+        """
         if declared is None:
             load_command_modules()
             declared = list(_DECLARED.values())
-        usable = [c for c in declared if c.available()]
+        usable = [c for c in declared if c.available() and (extensions or not c.extension)]
         # Stable sort: extensions keep their declaration order after the schema's.
         usable.sort(key=lambda c: _registration_key(c.name))
         self.commands: Dict[str, Command] = {c.name: c for c in usable}
@@ -146,14 +160,26 @@ class Registry:
         self.blocked_groups: Set[str] = set()
         self.frozen = False
 
+    @classmethod
+    def from_config(cls, config: "Config") -> "Registry":
+        """Every command module's commands, with ``config``'s policy applied."""
+        registry = cls(extensions=config.extension_commands)
+        registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
+        return registry
+
     def names(self) -> List[str]:
         """Command names in registration order (``-b help`` prints this)."""
         return list(self.commands)
 
     def configure(self, allow: Optional[Iterable[str]], block: Iterable[str],
                   blocked_groups: Iterable[str] = ()) -> None:
-        """Set the admin policy.  Unknown names are ignored, as qemu-ga does."""
-        self.allow = set(allow) if allow is not None else None
+        """Set the admin policy.  Unknown names are ignored, as qemu-ga does.
+
+        An empty allow-list (``-a ''``, ``allow-rpcs=``) is no allow-list, as
+        in qemu-ga 10.2.
+        """
+        allowed = set(allow or ())
+        self.allow = allowed or None
         self.block = set(block)
         bad = set(blocked_groups) - set(GROUPS)
         if bad:
@@ -161,16 +187,18 @@ class Registry:
         self.blocked_groups = set(blocked_groups)
 
     def is_enabled(self, cmd: Command) -> bool:
-        """Allow-list, then block-list and groups, then the frozen gate."""
+        """The frozen gate overrides everything; else allow-list, block-list, groups.
+
+        While frozen, exactly the freeze-safe commands are enabled whatever the
+        lists say (qemu-ga 10.2), so the host can always see and end a freeze.
+        """
+        if self.frozen:
+            return cmd.name in FROZEN_SAFE
         if self.allow is not None and cmd.name not in self.allow:
             return False
         if cmd.name in self.block:
             return False
-        if cmd.group in self.blocked_groups and cmd.group != "protocol":
-            return False
-        if self.frozen and cmd.name not in FROZEN_SAFE:
-            return False
-        return True
+        return not (cmd.group in self.blocked_groups and cmd.group != "protocol")
 
     def policy_disabled(self) -> List[str]:
         """Names disabled by the admin policy (not counting frozen mode)."""

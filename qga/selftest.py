@@ -209,7 +209,7 @@ class SelfTest:
         """Enabled and disabled commands by group."""
         from qga.registry import GROUPS, Registry
 
-        registry = Registry()
+        registry = Registry(extensions=self.config.extension_commands)
         try:
             registry.configure(self.config.allow_rpcs, self.config.block_rpcs, self.config.block_groups)
         except ValueError as exc:

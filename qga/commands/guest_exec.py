@@ -301,7 +301,7 @@ def guest_exec_status(ctx: Context, pid: int) -> Dict[str, Any]:
     return result
 
 
-@command("x-guest-exec-kill", group="unrestricted", audit=True,
+@command("x-guest-exec-kill", group="unrestricted", audit=True, extension=True,
          args={"pid": "int", "*signal": "int"})
 def guest_exec_kill(ctx: Context, pid: int, signal: int = 9) -> None:
     """Extension: send ``signal`` (default SIGKILL) to a guest-exec child's process group."""

@@ -148,13 +148,28 @@ def test_exec_status_wire_order(conn: Conn) -> None:
 
 
 def test_exec_extensions_over_the_wire(conn: Conn) -> None:
+    """x-timeout is an argument extension: always there, invisible unless used."""
     pid = conn.cmd("guest-exec", path="sleep", arg=["30"], x_timeout=0.2)["pid"]
     assert poll(conn, pid) == {"exited": True, "signal": 9}
-    pid = conn.cmd("guest-exec", path="sleep", arg=["30"])["pid"]
-    assert conn.cmd("x-guest-exec-kill", pid=pid, signal=15) == {}
-    assert poll(conn, pid) == {"exited": True, "signal": 15}
+
+
+def test_extension_command_only_when_enabled(conn: Conn) -> None:
+    """A stock agent has no x-guest-exec-kill; --extension-commands registers it."""
     names = [c["name"] for c in conn.cmd("guest-info")["supported_commands"]]
-    assert "x-guest-exec-kill" in names
+    assert "x-guest-exec-kill" not in names
+    assert conn.request({"execute": "x-guest-exec-kill", "arguments": {"pid": 1}}) == {"error": {
+        "class": "CommandNotFound", "desc": "The command x-guest-exec-kill has not been found"}}
+    extended = start("ours", extra=["--extension-commands"])
+    try:
+        c = extended.connect(timeout=60)
+        c.sync()
+        info = [c["name"] for c in c.cmd("guest-info")["supported_commands"]]
+        assert info[0] == "x-guest-exec-kill" and info[1:] == names
+        pid = c.cmd("guest-exec", path="sleep", arg=["30"])["pid"]
+        assert c.cmd("x-guest-exec-kill", pid=pid, signal=15) == {}
+        assert poll(c, pid) == {"exited": True, "signal": 15}
+    finally:
+        assert extended.stop() == 0, extended.log()
 
 
 def test_exec_truncation_over_the_wire(conn: Conn) -> None:

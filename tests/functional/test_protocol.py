@@ -124,3 +124,28 @@ def test_frozen_marker_at_start_means_frozen_mode(agent_dir: str) -> None:
         assert "previous instance appears to have exited with frozen filesystems" in proc.log()
     finally:
         assert proc.stop() == 0
+
+
+def test_frozen_mode_overrides_the_block_and_allow_lists(agent_dir: str) -> None:
+    """qemu-ga 10.2: while frozen the freeze-safe set is enabled whatever -b/-a/groups say,
+    so the host can always see and end the freeze; after the thaw the lists apply again."""
+    open(os.path.join(agent_dir, "qga.state.isfrozen"), "w").close()
+    proc = start("ours", tmpdir=agent_dir,
+                 extra=["-b", "guest-ping,guest-fsfreeze-status", "-a", "guest-info,guest-ping",
+                        "--block-groups", "fsfreeze"])
+    frozen_safe = {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited",
+                   "guest-fsfreeze-status", "guest-fsfreeze-thaw"}
+    try:
+        conn = proc.connect()
+        conn.sync()
+        enabled = {c["name"] for c in conn.cmd("guest-info")["supported_commands"] if c["enabled"]}
+        assert enabled == frozen_safe
+        assert conn.cmd("guest-ping") == {}
+        assert conn.cmd("guest-fsfreeze-status") == "frozen"
+        conn.cmd("guest-fsfreeze-thaw")  # its count depends on this machine's other freezes
+        enabled = {c["name"] for c in conn.cmd("guest-info")["supported_commands"] if c["enabled"]}
+        assert enabled == {"guest-info"}  # the lists again
+        assert conn.request({"execute": "guest-ping"})["error"]["desc"] == \
+            "Command guest-ping has been disabled: the command is not allowed"
+    finally:
+        assert proc.stop() == 0

@@ -49,19 +49,39 @@ def test_missing_default_file_is_ignored_but_explicit_is_fatal(tmp_path: Path) -
         load_file(Config(), str(tmp_path / "absent"), explicit=True)
 
 
-def test_dump_matches_qemu_layout(tmp_path: Path) -> None:
+QEMU_TEST_DUMP = ["[general]", "daemon=false", "method=virtio-serial",
+                  "path=/path/to/org.qemu.guest_agent.0", "pidfile=/var/foo/qemu-ga.pid",
+                  "statedir=/var/state", "verbose=true", "retry-path=false",
+                  "block-rpcs=guest-ping;guest-get-time", "allow-rpcs="]
+
+
+def test_dump_of_a_stock_config_is_exactly_qemu_gas(tmp_path: Path) -> None:
+    """No extension key was set: -D prints qemu-ga 10.2's keys and nothing else."""
     conf = tmp_path / "test-qga-config"
     conf.write_text(QEMU_TEST_CONF)
     result = run_cli("-D", env={"QGA_CONF": str(conf)})
     assert result.returncode == 0 and result.stderr == ""
-    lines = result.stdout.splitlines()
-    assert lines[:10] == ["[general]", "daemon=false", "method=virtio-serial",
-                          "path=/path/to/org.qemu.guest_agent.0", "pidfile=/var/foo/qemu-ga.pid",
-                          "statedir=/var/state", "verbose=true", "retry-path=false",
-                          "block-rpcs=guest-ping;guest-get-time", "allow-rpcs="]
-    # Our extension keys follow and the result parses as a key file again.
-    assert "fsfreeze-timeout=0" in lines
-    keyfile.parse(result.stdout)
+    assert result.stdout.splitlines() == QEMU_TEST_DUMP
+
+
+def test_dump_adds_the_extension_keys_that_were_set_and_reads_back(tmp_path: Path) -> None:
+    conf = tmp_path / "test-qga-config"
+    conf.write_text(QEMU_TEST_CONF + "command-timeout=30\ninterface-exclude=veth*\n")
+    result = run_cli("-D", "--file-nofollow", "--interface-exclude", "tap*",
+                     env={"QGA_CONF": str(conf)})
+    assert result.returncode == 0 and result.stderr == ""
+    # qemu-ga's keys first and unchanged; the extension keys that were set follow, in
+    # the documented order; those left at their defaults (fsfreeze-timeout, ...) do not.
+    assert result.stdout.splitlines() == QEMU_TEST_DUMP + [
+        "command-timeout=30", "interface-exclude=veth*,tap*", "file-nofollow=true"]
+    # Read back as a config file it gives the same settings (a list's items come back
+    # reversed, as qemu-ga's own block-rpcs do).
+    again = tmp_path / "again"
+    again.write_text(result.stdout)
+    reread = keyfile.parse(run_cli("-D", "-c", str(again)).stdout)["general"]
+    first = keyfile.parse(result.stdout)["general"]
+    assert reread.pop("interface-exclude") == "tap*,veth*" and first.pop("interface-exclude") == "veth*,tap*"
+    assert reread == first
 
 
 def test_dump_of_defaults_includes_optional_keys_only_when_set() -> None:
