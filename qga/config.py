@@ -8,7 +8,7 @@ group (qemu-ga ignores keys it does not know, so one file serves both).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from qga import keyfile
