@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from qga.linux import qbase64
 from qga.context import Context
+from qga.cstring import os_bytes, os_text
 from qga.errors import QgaError
 from qga.linux.authkeys import UserSsh, read_or_none
 from qga.linux.helpers import helper_timeout, run_helper
@@ -21,17 +22,18 @@ def set_user_password(ctx: Context, username: str, password: str, crypted: bool)
     """Set a password through chpasswd's stdin (never on a command line)."""
     ctx.audit("guest-set-user-password called", username=username, crypted=crypted)
     raw = qbase64.decode(password)
-    raw = raw.split(b"\0", 1)[0]  # qemu-ga handles it as a C string
+    raw = raw.split(b"\0", 1)[0]  # the decoded password is a C string: a real NUL ends it
     if b"\n" in raw:
         raise QgaError("forbidden characters in raw password")
     if "\n" in username or ":" in username:
         raise QgaError("forbidden characters in username")
     argv = [CHPASSWD] + (["-e"] if crypted else [])
-    run_helper(argv, "set user password", input=username.encode() + b":" + raw + b"\n",
+    run_helper(argv, "set user password", input=os_bytes(username) + b":" + raw + b"\n",
                timeout=helper_timeout(ctx.config))
 
 
 def _lookup(username: str) -> UserSsh:
+    username = os_text(username)
     try:
         pw = pwd.getpwnam(username)
     except (KeyError, ValueError):
@@ -40,10 +42,13 @@ def _lookup(username: str) -> UserSsh:
     return UserSsh(pw.pw_dir, pw.pw_uid, pw.pw_gid)
 
 
-def _check_keys(keys: Sequence[str]) -> None:
+def _check_keys(keys: Sequence[str]) -> List[str]:
+    """The keys as qemu-ga compares and writes them, or its error for a bad one."""
+    keys = [os_text(key) for key in keys]
     for key in keys:
         if key.startswith("#") or "\n" in key:
             raise QgaError(f"invalid OpenSSH public key: '{key}'")
+    return keys
 
 
 @command("guest-ssh-get-authorized-keys", group="user-auth", args={"username": "str"})
@@ -58,7 +63,7 @@ def ssh_get_authorized_keys(ctx: Context, username: str) -> Dict[str, Any]:
          args={"username": "str", "keys": ["str"], "*reset": "bool"}, audit=True)
 def ssh_add_authorized_keys(ctx: Context, username: str, keys: List[str], reset: bool = False) -> None:
     """Append keys not already present as exact lines (``reset``: replace all)."""
-    _check_keys(keys)
+    keys = _check_keys(keys)
     user = _lookup(username)
     ctx.audit("guest-ssh-add-authorized-keys called", username=username, count=len(keys), reset=reset)
     text: Optional[str] = None if reset else read_or_none(user)
@@ -73,7 +78,7 @@ def ssh_add_authorized_keys(ctx: Context, username: str, keys: List[str], reset:
          args={"username": "str", "keys": ["str"]}, audit=True)
 def ssh_remove_authorized_keys(ctx: Context, username: str, keys: List[str]) -> None:
     """Drop every line equal to one of ``keys``; a missing file is success."""
-    _check_keys(keys)
+    keys = _check_keys(keys)
     user = _lookup(username)
     ctx.audit("guest-ssh-remove-authorized-keys called", username=username, count=len(keys))
     if not user.exists():

@@ -16,6 +16,7 @@ import os
 from typing import Any, Dict, Optional
 
 from qga.context import Context
+from qga.cstring import os_text
 from qga.errors import QgaError, os_error
 from qga.linux import qbase64
 from qga.linux.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
@@ -48,16 +49,11 @@ def _find(ctx: Context, handle: int) -> GuestFile:
     return gfile
 
 
-def _cstr(text: str) -> str:
-    """The string a C agent sees (it stops at the first NUL)."""
-    return text.split("\0", 1)[0]
-
-
 @command("guest-file-open", group="unrestricted", audit=True,
          args={"path": "str", "*mode": "str"})
 def file_open(ctx: Context, path: str, mode: str = "r") -> int:
     """Open ``path`` with an fopen ``mode``; returns the new handle."""
-    path, mode = _cstr(path), _cstr(mode)
+    path, mode = os_text(path), os_text(mode)
     log.info("guest-file-open called, filepath: %s, mode: %s", path, mode)
     if mode not in MODES:
         raise QgaError(f"invalid file open mode '{mode}'")

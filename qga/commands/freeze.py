@@ -28,6 +28,7 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from qga.context import CONTEXT_HOOKS, Context
+from qga.cstring import os_text
 from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux.helpers import run_helper
@@ -52,11 +53,6 @@ class FreezeState:
 
 def _state(ctx: Context) -> FreezeState:
     return ctx.store("fsfreeze", FreezeState)
-
-
-def _cstr(text: str) -> str:
-    """The string a C agent sees (it stops at the first NUL)."""
-    return text.split("\0", 1)[0]
 
 
 def _mounts() -> List[Mount]:
@@ -259,7 +255,7 @@ def fsfreeze_freeze_list(ctx: Context, mountpoints: Optional[List[str]] = None) 
     """Freeze the listed mount points (exact string match; unknown ones ignored)."""
     log.info("guest-fsfreeze called")
     ctx.audit("guest-fsfreeze-freeze-list", mountpoints=mountpoints)
-    wanted = None if mountpoints is None else [_cstr(m) for m in mountpoints]
+    wanted = None if mountpoints is None else [os_text(m) for m in mountpoints]
     return do_freeze(ctx, wanted)
 
 

@@ -32,6 +32,7 @@ import time
 from typing import Any, Dict, List, Optional, Union
 
 from qga.context import Context
+from qga.cstring import os_text
 from qga.errors import QgaError
 from qga.linux import qbase64
 from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
@@ -94,10 +95,6 @@ class ExecTable:
 
 def _table(ctx: Context) -> ExecTable:
     return ctx.store("guest-exec", ExecTable)
-
-
-def _cstr(text: str) -> str:
-    return text.split("\0", 1)[0]
 
 
 def _capture_mode(value: Union[None, bool, str]) -> str:
@@ -237,8 +234,8 @@ def guest_exec(ctx: Context, path: str, arg: Optional[List[str]] = None,
                capture_output: Union[None, bool, str] = None,
                x_timeout: Optional[float] = None) -> Dict[str, int]:
     """Start ``path`` with ``arg``; returns ``{"pid"}`` at once."""
-    path = _cstr(path)
-    argv = [path] + [_cstr(a) for a in (arg or [])]
+    path = os_text(path)
+    argv = [path] + [os_text(a) for a in (arg or [])]
     log.info('guest-exec called: "%s"', " ".join(argv))
     stdin_data = qbase64.decode(input_data) if input_data is not None else b""
     if x_timeout is not None and not x_timeout > 0:
@@ -252,7 +249,7 @@ def guest_exec(ctx: Context, path: str, arg: Optional[List[str]] = None,
         if running >= limit:
             raise QgaError(f"too many guest-exec processes still running "
                            f"(max-concurrent-execs is {limit})")
-    environ = env_mapping([_cstr(e) for e in env]) if env is not None else dict(os.environ)
+    environ = env_mapping([os_text(e) for e in env]) if env is not None else dict(os.environ)
     try:
         program = find_program(path, environ.get("PATH"))
         child = spawn(program, argv, environ, stdin_pipe=input_data is not None,

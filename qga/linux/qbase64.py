@@ -21,8 +21,8 @@ _INVALID = "Base64 data contains invalid characters"
 def decode(text: Union[str, bytes]) -> bytes:
     """Decode ``text`` exactly as qemu-ga would, or raise its error."""
     if isinstance(text, str):
-        if "\0" in text:
-            text = text.split("\0", 1)[0]  # qemu-ga measures the input with strlen()
+        # A U+0000 reaches qemu-ga as C0 80, which is not in the alphabet: no
+        # special case, the check below rejects it as qemu-ga does.
         try:
             raw = text.encode("ascii")
         except UnicodeEncodeError:

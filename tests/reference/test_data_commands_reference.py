@@ -160,6 +160,42 @@ def test_exec_status_matches_reference() -> None:
     assert json.loads(ours[-1])["error"]["desc"] == "PID 0 does not exist"  # 10.2: "PID ld ..." (bug)
 
 
+# -- U+0000 inside request strings -------------------------------------------------------
+#: QEMU's parser keeps U+0000 as modified UTF-8 (C0 80): the OS gets those bytes, not a
+#: string cut at the NUL.
+NUL_REQUESTS = [
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/f-nul\\u0000ignored","mode":"w"}}',
+    '{"execute":"guest-file-open","arguments":{"path":"@DIR@/g","mode":"w\\u0000x"}}',
+    '{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"QUJD\\u0000QUJD"}}',
+    '{"execute":"guest-file-close","arguments":{"handle":1000}}',
+    '{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c",'
+    '"printf %s \\"$1\\" > @DIR@/argv; printf %s \\"$K\\" > @DIR@/env","sh","a\\u0000b"],'
+    '"env":["K=v\\u0000w"]}}',
+]
+
+
+def test_nul_in_strings_reaches_the_os_as_c0_80(shared_dir: str) -> None:
+    outcome = {}
+    for kind in ("reference", "ours"):
+        workdir = os.path.join(shared_dir, kind)
+        os.mkdir(workdir)
+        replies = _run(kind, NUL_REQUESTS, workdir)
+        for name in ("argv", "env"):  # the child of guest-exec writes these
+            path = os.path.join(workdir, name)
+            deadline = time.monotonic() + 30
+            while not (os.path.exists(path) and os.path.getsize(path)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        files = {os.fsencode(n): open(os.path.join(workdir, n), "rb").read() for n in os.listdir(workdir)}
+        outcome[kind] = (replies[:4], files)
+    assert outcome["ours"] == outcome["reference"]
+    replies, files = outcome["ours"]
+    assert files == {b"f-nul\xc0\x80ignored": b"", b"argv": b"a\xc0\x80b", b"env": b"v\xc0\x80w"}
+    assert replies[1] == (b'{"error": {"class": "GenericError", "desc": '
+                          b'"invalid file open mode \'w\\u0000x\'"}}\n')
+    assert replies[2] == (b'{"error": {"class": "GenericError", "desc": '
+                          b'"Base64 data contains invalid characters"}}\n')
+
+
 # -- freeze on a loop mount (root) -------------------------------------------------------
 @pytest.fixture
 def loop_mount() -> Iterator[str]:
@@ -182,6 +218,9 @@ def test_freeze_list_matches_reference(loop_mount: str) -> None:
         '{"execute":"guest-fsfreeze-status"}',
         '{"execute":"guest-fsfreeze-thaw"}',
         '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":"x"}}',
+        # U+0000 reaches qemu-ga as C0 80: the name matches no mount, nothing is frozen.
+        '{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":["@MNT@\\u0000junk"]}}',
+        '{"execute":"guest-fsfreeze-status"}',
     ]
     replies = {}
     for kind in ("reference", "ours"):

@@ -131,3 +131,47 @@ def test_ssh_dir_symlink_attack(user: pwd.struct_passwd, tmp_path) -> None:  # t
         agent.stop()
     assert "refusing" in reply["error"]["desc"]
     assert os.listdir(target) == [] and target.stat().st_uid == 0
+
+
+def _shadow_entry(name: str) -> str:
+    with open("/etc/shadow") as f:
+        return next(line for line in f if line.startswith(name + ":"))
+
+
+def test_nul_in_username_and_keys_as_qemu_ga(user: pwd.struct_passwd) -> None:
+    """U+0000 reaches qemu-ga as C0 80: "user\\u0000x" is another (unknown) user, and a key
+    is written with those bytes; neither is cut at the NUL."""
+    name = user.pw_name
+    shadow = _shadow_entry(name)
+    replies = {}
+    for kind in ("reference", "ours"):
+        agent = start(kind)
+        try:
+            conn = agent.connect()
+            out = [conn.request({"execute": "guest-set-user-password", "arguments": {
+                "username": name + "\0x", "password": "cHc=", "crypted": False}})["error"]["desc"]]
+            assert _shadow_entry(name) == shadow, f"{kind} changed {name}'s password"
+            out.append(conn.request({"execute": "guest-ssh-get-authorized-keys",
+                                     "arguments": {"username": name + "\0x"}}))
+            out.append(conn.request({"execute": "guest-ssh-add-authorized-keys", "arguments": {
+                "username": name, "keys": [KEY1 + "\0tail"], "reset": True}}))
+            with open(_keys_path(user), "rb") as f:
+                out.append(f.read())
+            out.append(conn.request({"execute": "guest-ssh-get-authorized-keys",
+                                     "arguments": {"username": name}}))
+            out.append(conn.request({"execute": "guest-ssh-remove-authorized-keys", "arguments": {
+                "username": name, "keys": [KEY1 + "\0tail"]}}))
+            with open(_keys_path(user), "rb") as f:
+                out.append(f.read())
+            replies[kind] = out
+        finally:
+            agent.stop()
+    ours, ref = replies["ours"], replies["reference"]
+    assert ref[0] == "child process has failed to set user password"  # 7.2: no helper output
+    assert ours[0].startswith("child process has failed to set user password: chpasswd:")
+    assert ours[1:] == ref[1:]
+    assert ours[1] == {"error": {"class": "GenericError",
+                                 "desc": f"failed to lookup user '{name}\0x': Success"}}
+    assert ours[3] == KEY1.encode() + b"\xc0\x80tail"
+    assert ours[4] == {"return": {"keys": [KEY1 + "\0tail"]}}
+    assert ours[6] == b""

@@ -250,8 +250,8 @@ def test_qbase64_examples() -> None:
     assert qbase64.decode("SGVsbA==") == b"Hell"
     assert qbase64.decode("AB=C") == b"\x00\x02"
     assert qbase64.decode("=AAA") == b"\x00\x00\x00"
-    assert qbase64.decode("SGVsbG8=\0junk") == b"Hello"
-    for bad in ("a b", "a-b", "é", "a\tb", "a\rb"):
+    # U+0000 reaches qemu-ga as C0 80 (not a C string's end): outside the alphabet.
+    for bad in ("a b", "a-b", "é", "a\tb", "a\rb", "SGVsbG8=\0junk"):
         with pytest.raises(QgaError, match="^Base64 data contains invalid characters$"):
             qbase64.decode(bad)
 
