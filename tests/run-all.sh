@@ -7,6 +7,7 @@
 #   QGA_VENV=DIR    where the virtualenv lives (default /var/cache/qemu-ga-py/venv)
 #   QGA_VM_CACHE=DIR  the VM tier's artefact cache (kernel, initramfs, disk and root images;
 #                     default /var/cache/qemu-ga-py-vm): an empty directory runs from a cold cache
+#   CI=true         a test whose prerequisite is missing fails instead of skipping (.ci/run sets it)
 #   extra arguments are passed to pytest (e.g. -m "not vm", -x, -k NAME)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,8 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from tests.prereq import require
+
 REPO = Path(__file__).resolve().parents[2]
 RPMDIR = REPO / "packaging" / "rpm"
 SPEC = RPMDIR / "qemu-ga-py.spec"
@@ -140,8 +142,7 @@ def test_man_page_is_generated_and_formats_cleanly(built: Built, tmp_path: Path)
 @pytest.fixture(scope="module")
 def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The RPM installed into a scratch root (no scripts: there is no /bin/sh there)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs uid 0 (rpm --root)")
+    require(None if os.geteuid() == 0 else "needs uid 0 (rpm --root)")
     root = tmp_path_factory.mktemp("rpmroot")
     res = run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts",
                str(built.rpm)])
