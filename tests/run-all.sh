@@ -18,7 +18,7 @@ APT_PACKAGES=(
   busybox-static cpio kmod zstd
   xfsprogs e2fsprogs util-linux fuse3
   rpm rpmlint cpio groff-base # packaging tests (the RPM build runs Debian's /usr/bin/python3)
-  python3-pip python3-setuptools python3-wheel python3-systemd python3-serial python3-psutil
+  python3-pip python3-setuptools python3-wheel python3-systemd python3-serial
   systemd udev libsystemd-dev pkg-config  # systemd-analyze, the systemd guest; building systemd-python
   socat
 )
@@ -47,7 +47,7 @@ echo "== Python 3.9 compatibility (RHEL 9's python3)"
 PY39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n 1 || true)
 "$VENV/bin/vermin" --no-tips -q -t=3.9- --violations qga
 if [ -n "$PY39" ]; then
-  "$PY39" -m pip install -q --disable-pip-version-check pytest hypothesis pyserial psutil >/dev/null 2>&1 || true
+  "$PY39" -m pip install -q --disable-pip-version-check pytest hypothesis pyserial >/dev/null 2>&1 || true
   echo "== unit tests under $("$PY39" --version)"
   "$PY39" -m pytest -q -p no:cacheprovider tests/unit
 else
