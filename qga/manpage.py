@@ -8,6 +8,14 @@ RPM build runs ``python3 -m qga.manpage -o qemu-ga-py.8`` and
 
 Only prose that has no place in ``--help`` (configuration file, signals,
 files, exit status) is kept here, as static sections.
+
+Why not argparse-manpage (PyPI, packaged by Fedora): version 4.8 renders an
+option with an optional argument as ``-F [PATH], --fsfreeze-hook [PATH]``,
+a separate word, but qemu-ga's optional arguments must be attached
+(``-F/path``, ``--fsfreeze-hook=/path``), as written here
+(``-F[PATH], --fsfreeze-hook[=PATH]``); the static sections would move to an
+``--include`` file in its own format; and Debian 12 packages only 1.2.2, so
+the RPM smoke build, which downloads nothing, would need a newer one besides.
 """
 from __future__ import annotations
 

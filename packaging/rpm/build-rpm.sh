@@ -10,7 +10,7 @@
 # Fedora's macros are replaced by packaging/rpm/compat.macros (loaded here
 # only).  BuildRequires are not checked (--nodeps): on Debian they come from
 # apt: rpm, python3-pip, python3-setuptools, python3-wheel, python3-serial,
-# python3-psutil, python3-systemd.
+# python3-systemd.
 #
 # The tarball holds the files git tracks, with their working-tree contents
 # (so uncommitted edits of tracked files are built; untracked files are not,

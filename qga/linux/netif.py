@@ -5,8 +5,10 @@ then RTM_GETADDR (AF_UNSPEC, so IPv4 before IPv6), and lists every link in
 dump order followed by every address in dump order.  An IPv4 address carries
 its label (``eth0:1``) as its name; other addresses take their link's name.
 Doing the same two dumps here reproduces that order exactly, needs neither
-ctypes nor psutil (whose dict-of-lists hides the order and costs ~10 ms to
-import), and gives the link-layer address of each link in the same pass:
+ctypes nor psutil (whose ``net_if_addrs`` sorts the entries by family, so
+interfaces come out IPv4-first, and has no MAC for an IPv4 label such as
+``br0:1``: see the README's "Dependencies"), and gives the link-layer address
+of each link in the same pass:
 ``IFLA_ADDRESS`` is the very ``dev_addr`` that ``SIOCGIFHWADDR`` copies out,
 and its absence tells a link without any hardware address (tun, wireguard).
 """

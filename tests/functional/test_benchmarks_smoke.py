@@ -11,15 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.prereq import require
 
 REPO = Path(__file__).resolve().parent.parent.parent
 RUN = REPO / "benchmarks" / "run.py"
 REFERENCE = "/usr/sbin/qemu-ga"
 
 
-@pytest.mark.skipif(not os.access(REFERENCE, os.X_OK), reason="the system qemu-ga is not installed")
 def test_quick_run_reports_every_row(tmp_path: Path) -> None:
+    require(None if os.access(REFERENCE, os.X_OK) else f"the system qemu-ga ({REFERENCE}) is not installed")
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(RUN), "--quick", "--no-pin", "--json", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)

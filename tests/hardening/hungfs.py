@@ -32,16 +32,30 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def fuse_unavailable() -> Optional[str]:
-    """Why a hung FUSE mount cannot be made here, or None."""
-    if os.geteuid() != 0:
-        return "needs uid 0 to mount"
+def _no_fuse() -> Optional[str]:
     if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing (load the fuse module)"
+        return "/dev/fuse is missing"
     with open("/proc/filesystems", encoding="ascii") as f:
         if not any(line.split()[-1] == "fuse" for line in f if line.strip()):
             return "the kernel has no fuse filesystem"
     return None
+
+
+def fuse_unavailable() -> Optional[str]:
+    """Why a hung FUSE mount cannot be made here, or None; loads the fuse module if needed."""
+    if os.geteuid() != 0:
+        return "needs uid 0 to mount"
+    if _no_fuse() is None:
+        return None
+    # Only when missing: modprobe fails where /proc/modules is absent (containers) even
+    # though fuse is built in or already loaded.
+    try:
+        res = subprocess.run(["modprobe", "fuse"], capture_output=True, text=True, timeout=120)
+        tried = f"modprobe fuse: exit {res.returncode} {res.stderr.strip()}"
+    except OSError as e:
+        tried = f"modprobe fuse: {e}"
+    problem = _no_fuse()
+    return None if problem is None else f"{problem} ({tried})"
 
 
 class HungFsAgent(AgentProcess):

@@ -7,10 +7,9 @@ import subprocess
 import sys
 import tempfile
 
-import pytest
-
 from tests.agentproc import REPO
 from tests.hardening.util import budget
+from tests.prereq import require
 
 SEEDS = [
     b'\x01{"execute": "guest-ping", "id": 1}',
@@ -21,10 +20,10 @@ SEEDS = [
 ]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
-                    reason="atheris is not installed (pip install atheris; tests/requirements.txt)")
 def test_atheris_quick() -> None:
     """libFuzzer-driven inputs: no crash within the budget (seed corpus included)."""
+    require(None if importlib.util.find_spec("atheris") else
+            "atheris is not installed (pip install atheris, as tests/run-all.sh does)")
     runs = budget("QGA_ATHERIS_RUNS", 3000, 1000000)
     with tempfile.TemporaryDirectory(prefix="qga-atheris-corpus-") as corpus:
         for i, seed in enumerate(SEEDS):

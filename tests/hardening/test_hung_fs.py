@@ -19,16 +19,16 @@ import pytest
 from tests.agentproc import ours_argv
 from tests.hardening.hungfs import HungFsAgent, fuse_unavailable
 from tests.hardening.util import parse_reply_line, thread_count
+from tests.prereq import require
 
 DEADLINE = 2.0
 MARGIN = 1.5
-
-pytestmark = pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
 
 
 @pytest.fixture
 def hung(agent_dir: str) -> Iterator[HungFsAgent]:
     """An agent with ``--command-timeout 2`` that sees a hung FUSE mount at ``<dir>/hung``."""
+    require(fuse_unavailable())
     proc = HungFsAgent(ours_argv(agent_dir, ["--command-timeout", str(DEADLINE)]), agent_dir,
                        os.path.join(agent_dir, "hung"))
     try:

@@ -20,6 +20,8 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from tests.prereq import require
+
 REPO = Path(__file__).resolve().parents[2]
 RPMDIR = REPO / "packaging" / "rpm"
 SPEC = RPMDIR / "qemu-ga-py.spec"
@@ -101,6 +103,18 @@ def test_rpmbuild_contents(built: Built) -> None:
     assert "qemu-ga-py.service" in scripts
 
 
+def test_license_is_marked(built: Built, tmp_path: Path) -> None:
+    """COPYING is the package's %license file, with the GPL-2 text; the wheel's copy is in the dist-info."""
+    assert query(built.rpm, "-L").split() == ["/usr/share/licenses/qemu-ga-py/COPYING"]
+    rpm2cpio = subprocess.run(["rpm2cpio", str(built.rpm)], capture_output=True, check=True).stdout
+    subprocess.run(["cpio", "-idm", "--quiet", "./usr/share/licenses/qemu-ga-py/COPYING"],
+                   input=rpm2cpio, cwd=str(tmp_path), check=True)
+    gpl2 = Path("/usr/share/common-licenses/GPL-2").read_bytes()
+    assert (tmp_path / "usr/share/licenses/qemu-ga-py/COPYING").read_bytes() == gpl2
+    files = query(built.rpm, "-l").split()
+    assert f"/{SITELIB}/qemu_ga_py-{spec_version()}.dist-info/COPYING" in files
+
+
 def test_rpmlint_clean(built: Built) -> None:
     rpmlint = need("rpmlint", "rpmlint")
     spec = built.topdir / "SPECS" / "qemu-ga-py.spec"
@@ -128,8 +142,7 @@ def test_man_page_is_generated_and_formats_cleanly(built: Built, tmp_path: Path)
 @pytest.fixture(scope="module")
 def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The RPM installed into a scratch root (no scripts: there is no /bin/sh there)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs uid 0 (rpm --root)")
+    require(None if os.geteuid() == 0 else "needs uid 0 (rpm --root)")
     root = tmp_path_factory.mktemp("rpmroot")
     res = run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts",
                str(built.rpm)])

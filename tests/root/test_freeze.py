@@ -32,6 +32,7 @@ from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir
 from tests.agentproc import start
+from tests.prereq import require
 
 REPO = Path(__file__).resolve().parents[2]
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"]}
@@ -80,8 +81,7 @@ class LoopFs:
 
 
 def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed")
+    require(None if shutil.which(tool) else f"{tool} not installed")
 
 
 @pytest.fixture

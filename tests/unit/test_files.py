@@ -21,6 +21,7 @@ from qga.linux.guestfile import MODES
 from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir
+from tests.prereq import require
 
 
 def make_ctx(statedir: str, **config: object) -> Context:
@@ -258,8 +259,7 @@ def test_qbase64_examples() -> None:
 
 def _glib() -> "ctypes.CDLL":
     name = ctypes.util.find_library("glib-2.0")
-    if not name:
-        pytest.skip("libglib-2.0 not installed")
+    require(None if name else "libglib-2.0 not installed (the reference decoder)")
     lib = ctypes.CDLL(name)
     lib.g_base64_decode.restype = ctypes.c_void_p
     lib.g_base64_decode.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]

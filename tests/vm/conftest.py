@@ -5,8 +5,10 @@ power tests (suspend, reboot, shutdown, in that order) share a second guest per
 agent booted from an ext4 root image, since virtio-9p does not survive S3; the
 shutdown test runs last and leaves it dead. ``guest_factory`` boots fully fresh
 guests for anything else. When the
-host cannot run QEMU at all the whole tier is skipped with the reason, and the
-reason is repeated in a banner in the terminal summary: never a silent pass.
+host cannot run QEMU at all (or ``QGA_SKIP_VM=1``) the whole tier is skipped
+with the reason -- under ``CI=true`` every test fails with it instead
+(tests.prereq) -- and the reason is repeated in a banner in the terminal
+summary: never a silent pass.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
+from tests.prereq import in_ci, require
 from tests.vm import scenarios, vmlib
 
 _UNAVAILABLE: List[str] = []
@@ -31,7 +34,8 @@ def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _UNAVAILABLE:
-        terminalreporter.write_sep("!", "VM TIER SKIPPED", red=True, bold=True)
+        terminalreporter.write_sep("!", "VM TIER FAILED (CI=true)" if in_ci() else "VM TIER SKIPPED",
+                                   red=True, bold=True)
         terminalreporter.write_line(f"the real-VM tests did not run: {_UNAVAILABLE[0]}", red=True)
 
 
@@ -49,7 +53,7 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def vm_artifacts() -> vmlib.Artifacts:
-    """Built (or cached) kernel, initramfs and disks; skips the tier loudly if impossible."""
+    """Built (or cached) kernel, initramfs and disks; skips (CI: fails) the tier loudly if impossible."""
     reason: Optional[str] = None
     if os.environ.get("QGA_SKIP_VM") == "1":
         reason = "disabled by QGA_SKIP_VM=1"
@@ -61,7 +65,7 @@ def vm_artifacts() -> vmlib.Artifacts:
         except vmlib.VMUnavailable as e:
             reason = str(e)
     _UNAVAILABLE.append(reason)
-    pytest.skip(f"VM tier unavailable: {reason}")
+    require(f"VM tier unavailable: {reason}")
     raise AssertionError("unreachable")
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
+from tests.prereq import require
 from tests.vm import vmlib
 
 pytestmark = pytest.mark.vm
@@ -151,8 +152,8 @@ def _host_prerequisites() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         missing = sorted({pkg for path, pkg in HOST_NEEDS.items() if not os.path.exists(path)})
     if missing:
-        pytest.skip("systemd guest needs the host packages " + ", ".join(missing)
-                    + " (the guest's root is the host's /)")
+        require("systemd guest needs the host packages " + ", ".join(missing)
+                + " (the guest's root is the host's /)")
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +276,7 @@ def test_host_clients_talk_to_the_service(sd: SdGuest) -> None:
 
 def test_journal_structured_fields(sd: SdGuest) -> None:
     state = sd.sh("systemctl is-active systemd-journald.service || true").strip()
-    if state != "active":
-        pytest.skip(f"journald is not running in the guest ({state})")
+    require(None if state == "active" else f"journald is not running in the guest ({state})")
     sd.sh("echo journal-probe")  # guest-exec: one audit record through the journal handler
     recs = sd.journal(f"_SYSTEMD_UNIT={UNIT}", "SYSLOG_IDENTIFIER=qemu-ga-py")
     audit = [r for r in recs if r.get("QGA_COMMAND") == "guest-exec"]

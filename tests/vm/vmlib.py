@@ -56,7 +56,7 @@ MNT_EXT4 = "/mnt/data-ext4"
 MNT_XFS = "/mnt/data-xfs"
 
 # Third-party packages the agent imports, copied into the suspend-test root image.
-ROOTFS_SITE_PACKAGES = os.environ.get("QGA_VM_ROOTFS_SITE", "psutil serial").split()
+ROOTFS_SITE_PACKAGES = os.environ.get("QGA_VM_ROOTFS_SITE", "serial").split()
 DEFAULT_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_BOOT_TIMEOUT", "120"))
 APT_PACKAGES = ["qemu-system-x86", "qemu-utils", "busybox-static", "xfsprogs",
                 "e2fsprogs", "qemu-guest-agent"]
@@ -1071,7 +1071,7 @@ def ensure_rootfs_image(agent: str = "py", python: Optional[str] = None,
     """A read-only ext4 lower layer with what the agent needs (suspend tests: no 9p).
 
     Holds busybox as /bin/sh and friends, qemu-ga with its libraries, the host
-    python (stdlib + psutil/serial) and the checkout's ``qga`` package at the same
+    python (stdlib + pyserial) and the checkout's ``qga`` package at the same
     paths as on the host. Rebuilt when the package or these inputs change.
     """
     python = python or host_python()
