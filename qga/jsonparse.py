@@ -13,7 +13,7 @@ import json.scanner
 import re
 from typing import Any
 
-from qga.jsonwriter import _NONCHAR, _valid_cp, qemu_lossy_decode
+from qga.jsonwriter import _NONCHAR, OutOfRangeNumber, _valid_cp, qemu_lossy_decode
 
 # Token types (shared with the lexer).
 _LC, _RC, _LS, _RS, _COLON, _COMMA, _STR, _INT, _FLOAT, _KW = range(10)
@@ -137,7 +137,13 @@ def _number(tok: bytes, integer: bool) -> Any:
         v = int(tok)
         if _INT64_MIN <= v <= _UINT64_MAX:
             return v
-    return float(tok)
+    return _float_hook(tok.decode("ascii"))
+
+
+def _float_hook(text: str) -> float:
+    """A double, or, beyond the double range, the number that remembers its text."""
+    v = float(text)
+    return v if v - v == 0 else OutOfRangeNumber(text)
 
 
 def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
@@ -229,7 +235,7 @@ def _int_hook(text: str) -> Any:
     return _number(text.encode("ascii"), True)
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook)
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
 _scan_once = json.scanner.make_scanner(_decoder)
 _FAIL = object()
 

@@ -5,7 +5,9 @@
   every other code point below 0x20 or from 0x7F up as upper-case
   ``\\uXXXX`` (surrogate pairs above U+FFFF); ``/`` is not escaped; text
   QEMU's reader would find invalid becomes ``\\uFFFD``;
-* floats with C ``%.17g`` (``inf``, ``-inf``, ``nan`` as glibc prints them);
+* floats with C ``%.17g``; a number outside the double range is echoed as
+  the text the client sent (qemu-ga prints ``inf``, which no JSON parser
+  reads back, so the client would lose the whole reply);
 * object members in QDict hash-table order.
 
 The C encoder of the ``json`` module does the escaping (its escape set is
@@ -22,7 +24,7 @@ from typing import Any
 
 from qga.qdict import member_order
 
-__all__ = ["base64_text", "dumps", "qemu_lossy_decode"]
+__all__ = ["OutOfRangeNumber", "base64_text", "dumps", "qemu_lossy_decode"]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
@@ -32,6 +34,22 @@ _UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 # Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
 _NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
     chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
+
+
+class OutOfRangeNumber(float):
+    """A JSON number too large for a double (``1e999``): infinite, and its text.
+
+    The parser makes one for such a number; the writer prints ``text`` so
+    that the echoed ``id`` reads back as the value the client sent.
+    """
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> "OutOfRangeNumber":
+        """The number ``text`` (a valid JSON number whose value overflows)."""
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
 
 
 def _valid_cp(cp: int) -> bool:
@@ -115,9 +133,15 @@ def _string(s: str) -> str:
 
 
 def _float(x: float) -> str:
+    if math.isfinite(x):
+        return "%.17g" % x  # noqa: UP031 -- C printf semantics are the point
+    if isinstance(x, OutOfRangeNumber):
+        return x.text
+    # No request can carry these (JSON has no literal for them); should a
+    # handler ever produce one, print something every JSON parser accepts.
     if math.isnan(x):
-        return "-nan" if math.copysign(1.0, x) < 0 else "nan"
-    return "%.17g" % x  # noqa: UP031 -- C printf semantics are the point
+        return "null"
+    return "1e999" if x > 0 else "-1e999"
 
 
 def base64_text(data: bytes) -> bytes:

@@ -53,6 +53,11 @@ def test_ids_of_every_type_on_success_and_error(agent: AgentProcess) -> None:
          b'{"id": 7, "error": {"class": "GenericError", "desc": "QMP input member \'exec-oob\' is unexpected"}}\n'),
         (b'{"execute":"guest-ping","arguments":{"foo":42}}',
          b'{"error": {"class": "GenericError", "desc": "Parameter \'foo\' is unexpected"}}\n'),
+   
+        # Beyond the double range: the client's own text (qemu-ga prints inf, not JSON).
+        (b'{"execute":"guest-ping","id":-1e400}', b'{"return": {}, "id": -1e400}\n'),
+        (b'{"execute":"nope","id":[1E+999]}',
+         b'{"id": [1E+999], "error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}}\n'),
     ]:
         conn.send(raw)
         assert conn.read_line() == reply, raw
