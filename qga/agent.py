@@ -9,6 +9,7 @@ import sys
 from typing import Optional
 
 from qga import sdnotify
+from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
@@ -95,7 +96,7 @@ class Agent:
         self.loop = Loop()
         self.state = StateDir(config.statedir)
         if registry is None:
-            self.registry = Registry.from_config(config)
+            self.registry = Registry.from_config(config, load_commands())
         else:
             self.registry = registry
             registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)

@@ -11,6 +11,7 @@ import sys
 from typing import Any, List, Optional
 
 from qga import QEMU_VERSION, __version__
+from qga.command import GROUPS
 from qga.config import (DEFAULT_CONFIG_PATH, DEFAULT_FSFREEZE_HOOK, METHODS, Config, ConfigError,
                         apply, config_path, dump, load_file, validate)
 
@@ -60,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-h", "--help", action="store_true", help="display this help and exit")
     x = p.add_argument_group("qemu-ga-py extensions (also config keys of the same name)")
     x.add_argument("--block-groups", metavar="LIST", action="append", type=_csv,
-                   help="comma-separated command groups to disable: info, unrestricted, user-auth, "
-                        "system-control, fsfreeze")
+                   help="comma-separated command groups to disable: "
+                        + ", ".join(g for g in GROUPS if g != "protocol"))
     x.add_argument("--self-test", action="store_true",
                    help="check the channel, state directory, freezable mounts, SELinux and the "
                         "command policy without changing anything; exit 1 if something is wrong")
@@ -122,9 +123,10 @@ def build_config(ns: argparse.Namespace) -> Config:
 
 
 def _print_command_names(config: Config) -> None:
+    from qga.commands import load
     from qga.registry import Registry
 
-    print("\n".join(Registry(extensions=config.extension_commands).names()))
+    print("\n".join(Registry(load(), extensions=config.extension_commands).names()))
 
 
 def policy_comment(config: Config) -> str:
@@ -136,9 +138,10 @@ def policy_comment(config: Config) -> str:
     """
     if not config.block_groups:
         return ""
+    from qga.commands import load
     from qga.registry import Registry
 
-    disabled = Registry.from_config(config).policy_disabled()
+    disabled = Registry.from_config(config, load()).policy_disabled()
     return ("# effective command policy (allow-rpcs, block-rpcs, block-groups); informational\n"
             f"# disabled-commands={';'.join(disabled)}\n")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from qga import keyfile
+from qga.command import GROUPS
 
 DEFAULT_CONFIG_PATH = "/etc/qemu/qemu-ga.conf"
 DEFAULT_FSFREEZE_HOOK = "/etc/qemu/fsfreeze-hook"
@@ -42,7 +43,7 @@ class Config:
     block_rpcs: List[str] = field(default_factory=list)
     allow_rpcs: Optional[List[str]] = None
     # --- extensions ---------------------------------------------------------
-    #: Command groups disabled as a whole (see qga.registry.GROUPS).
+    #: Command groups disabled as a whole (see qga.command.GROUPS).
     block_groups: List[str] = field(default_factory=list)
     #: Seconds after which a freeze is undone by the agent itself; 0 = never.
     fsfreeze_timeout: float = 0.0
@@ -165,8 +166,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"unsupported channel method/type: {config.method}")
     if not config.effective_path():
         raise ConfigError("must specify a path for this channel")
-    from qga.registry import GROUPS  # light: no command module is imported
-
     unknown = [g for g in config.block_groups if g not in GROUPS]
     if unknown:
         raise ConfigError(f"unknown command group '{unknown[0]}' in block-groups "

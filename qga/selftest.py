@@ -207,9 +207,11 @@ class SelfTest:
 
     def check_policy(self) -> None:
         """Enabled and disabled commands by group."""
-        from qga.registry import GROUPS, Registry
+        from qga.command import GROUPS
+        from qga.commands import load
+        from qga.registry import Registry
 
-        registry = Registry(extensions=self.config.extension_commands)
+        registry = Registry(load(), extensions=self.config.extension_commands)
         try:
             registry.configure(self.config.allow_rpcs, self.config.block_rpcs, self.config.block_groups)
         except ValueError as exc:

@@ -33,7 +33,7 @@ from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux.helpers import run_helper
 from qga.linux.mounts import Mount, list_mounts
-from qga.registry import command
+from qga.command import command
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +235,13 @@ CONTEXT_HOOKS.append(_on_new_context)
 
 
 # -- commands -------------------------------------------------------------------
-@command("guest-fsfreeze-status", group="fsfreeze", inline=True)
+@command("guest-fsfreeze-status", order=14, frozen_safe=True, group="fsfreeze", inline=True)
 def fsfreeze_status(ctx: Context) -> str:
     """The agent's own view ("frozen"/"thawed"), not a kernel query."""
     return "frozen" if ctx.frozen else "thawed"
 
 
-@command("guest-fsfreeze-freeze", group="fsfreeze", deadline=None, audit=True)
+@command("guest-fsfreeze-freeze", order=15, group="fsfreeze", deadline=None, audit=True)
 def fsfreeze_freeze(ctx: Context) -> int:
     """Freeze every freezable mount; returns how many were frozen."""
     log.info("guest-fsfreeze called")
@@ -249,7 +249,7 @@ def fsfreeze_freeze(ctx: Context) -> int:
     return do_freeze(ctx, None)
 
 
-@command("guest-fsfreeze-freeze-list", group="fsfreeze", deadline=None, audit=True,
+@command("guest-fsfreeze-freeze-list", order=16, group="fsfreeze", deadline=None, audit=("mountpoints",),
          args={"*mountpoints": ["str"]})
 def fsfreeze_freeze_list(ctx: Context, mountpoints: Optional[List[str]] = None) -> int:
     """Freeze the listed mount points (exact string match; unknown ones ignored)."""
@@ -259,7 +259,7 @@ def fsfreeze_freeze_list(ctx: Context, mountpoints: Optional[List[str]] = None) 
     return do_freeze(ctx, wanted)
 
 
-@command("guest-fsfreeze-thaw", group="fsfreeze", deadline=None, audit=True)
+@command("guest-fsfreeze-thaw", order=17, frozen_safe=True, group="fsfreeze", deadline=None, audit=True)
 def fsfreeze_thaw(ctx: Context) -> int:
     """Thaw every mount (FITHAW until it fails); returns how many were thawed."""
     try:
@@ -271,7 +271,7 @@ def fsfreeze_thaw(ctx: Context) -> int:
     return count
 
 
-@command("guest-fstrim", group="fsfreeze", deadline=None, audit=True,
+@command("guest-fstrim", order=18, group="fsfreeze", deadline=None, audit=("minimum",),
          args={"*minimum": "int"})
 def fstrim(ctx: Context, minimum: int = 0) -> Dict[str, Any]:
     """FITRIM every mount; per-mount results in reverse mount order."""
