@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the channel, state directory, freezable mounts, SELinux and the "
                         "command policy without changing anything; exit 1 if something is wrong")
     x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
-                   help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
+                   help="thaw automatically when filesystems stay frozen this long, counted from the freeze "
+                        "even across an agent restart; 0 never thaws (default: 600)")
     x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
                    help="kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)")
     x.add_argument("--statvfs-timeout", metavar="SECS", type=float,

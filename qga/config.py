@@ -44,8 +44,8 @@ class Config:
     # --- extensions ---------------------------------------------------------
     #: Command groups disabled as a whole (see qga.registry.GROUPS).
     block_groups: List[str] = field(default_factory=list)
-    #: Seconds after which a freeze is undone by the agent itself; 0 = never.
-    fsfreeze_timeout: float = 0.0
+    #: Seconds after which the agent undoes a freeze (counted from the freeze, across restarts); 0 = never.
+    fsfreeze_timeout: float = 600.0
     #: Seconds the fsfreeze hook may run before it is killed; 0 = wait forever (qemu-ga).
     fsfreeze_hook_timeout: float = 300.0
     #: Seconds guest-get-fsinfo waits for one statvfs (a hung network filesystem).

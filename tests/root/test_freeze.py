@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from qga import keyfile
+from qga.agent import FROZEN_AT_START
 from qga.commands import freeze as fz
 from qga.commands import files
 from qga.config import Config
@@ -97,6 +101,18 @@ def loopfs(request: Any, workdir: str) -> Iterator[LoopFs]:
     lfs = None
     try:
         lfs = LoopFs(request.param, workdir)
+        yield lfs
+    finally:
+        if lfs is not None:
+            lfs.cleanup()
+
+
+@pytest.fixture
+def ext4fs(workdir: str) -> Iterator[LoopFs]:
+    _need("mkfs.ext4")
+    lfs = None
+    try:
+        lfs = LoopFs("ext4", workdir)
         yield lfs
     finally:
         if lfs is not None:
@@ -387,6 +403,110 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
         assert agent.stop() == 0
     finally:
         agent.stop(9)
+
+
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _audit(agent: Any, message: str) -> Dict[str, str]:
+    """The fields of the agent's first audit record ``message`` (waits for it to be written)."""
+    pattern = re.compile(r" (\w+)=(\S+)")
+    for _ in range(200):
+        for line in agent.log().splitlines():
+            if f": {message} " in line:
+                return dict(pattern.findall(line))
+        time.sleep(0.05)
+    raise AssertionError(f"no audit record {message!r}: {agent.log()}")
+
+
+@root
+@pytest.mark.parametrize("restart", ["before-deadline", "after-deadline"])
+def test_agent_restarted_while_frozen_thaws_at_the_original_deadline(workdir: str, ext4fs: LoopFs,
+                                                                     restart: str) -> None:
+    timeout = 8.0 if restart == "before-deadline" else 1.0
+    argv = ["--fsfreeze-timeout", f"{timeout:g}"]
+    agent = _agent(workdir, *argv)
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[ext4fs.mnt]) == 1
+        agent.stop(9)
+        since_path = os.path.join(workdir, "qga.state.isfrozen.since")
+        with open(since_path) as f:
+            record = keyfile.parse(f.read())["freeze"]
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            assert record["boot-id"] == f.read().strip()
+        started = float(record["boottime"])
+        assert os.path.getsize(os.path.join(workdir, "qga.state.isfrozen")) == 0  # qemu-ga's empty marker
+        while restart == "after-deadline" and _boottime() <= started + timeout:
+            time.sleep(0.1)  # the limit runs out while no agent is running
+        agent = _agent(workdir, *argv)
+        writer = Writer(ext4fs.mnt)
+        assert writer.finishes(60), "the restarted agent never thawed"
+        fields = _audit(agent, "fsfreeze auto-thaw")
+        # The limit counts from the original freeze, not from the restart.
+        assert float(fields["frozen_since"]) == started
+        assert float(fields["deadline"]) == started + timeout
+        assert float(fields["thawed_at"]) >= started + timeout
+        assert FROZEN_AT_START.split(".", 1)[0] in agent.log()
+        assert "fsfreeze-timeout" in agent.log()
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-status") == "thawed"
+        assert not os.path.exists(since_path)
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+@root
+def test_restart_after_reboot_thaws_at_once(workdir: str, ext4fs: LoopFs) -> None:
+    c = make_ctx(workdir)
+    assert fz.fsfreeze_freeze_list(c, [ext4fs.mnt]) == 1
+    c.loop.close()
+    # The record as an earlier boot would have left it (its boot id differs).
+    with open(c.state.since_path) as f:
+        text = f.read()
+    with open(c.state.since_path, "w") as f:
+        f.write(re.sub(r"boot-id=.*", "boot-id=00000000-0000-0000-0000-000000000000", text))
+    restarted = make_ctx(workdir, fsfreeze_timeout=3600)
+    restarted.registry.frozen = True  # as the agent does when it finds the marker
+    import threading
+    thread = threading.Thread(target=restarted.loop.run, daemon=True)
+    thread.start()
+    try:
+        assert Writer(ext4fs.mnt).finishes(), "an agent restarted after a reboot did not thaw at once"
+    finally:
+        restarted.loop.call_soon_threadsafe(restarted.loop.stop)
+        thread.join(5)
+        if restarted.frozen:
+            fz.do_thaw(restarted)
+    assert not restarted.frozen and not os.path.exists(restarted.state.since_path)
+
+
+@root
+def test_agent_reports_time_left_in_systemd_status(workdir: str, ext4fs: LoopFs) -> None:
+    path = os.path.join(workdir, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    agent = start("ours", extra=["--fsfreeze-timeout", "2"], tmpdir=workdir, env={"NOTIFY_SOCKET": path})
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[ext4fs.mnt]) == 1
+        seen: List[str] = []
+        while not any("thawed automatically" in m for m in seen):
+            seen.append(sock.recv(4096).decode())
+        statuses = [m for m in seen if m.startswith("STATUS=")]
+        assert any(re.fullmatch(r"STATUS=filesystems frozen; automatic thaw in [12] s \(fsfreeze-timeout\)", m)
+                   for m in statuses), statuses
+        assert statuses[-1] == "STATUS=filesystems thawed automatically after fsfreeze-timeout (2 s)"
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+        sock.close()
 
 
 # -- the stock hook script (no root needed) ------------------------------------------------

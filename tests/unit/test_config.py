@@ -60,7 +60,7 @@ def test_dump_matches_qemu_layout(tmp_path: Path) -> None:
                           "statedir=/var/state", "verbose=true", "retry-path=false",
                           "block-rpcs=guest-ping;guest-get-time", "allow-rpcs="]
     # Our extension keys follow and the result parses as a key file again.
-    assert "fsfreeze-timeout=0" in lines
+    assert "fsfreeze-timeout=600" in lines
     keyfile.parse(result.stdout)
 
 
