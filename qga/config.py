@@ -54,6 +54,8 @@ class Config:
     frozen_sigterm: str = "thaw"
     #: Default per-command deadline in seconds (freeze/thaw have none).
     command_timeout: float = 60.0
+    #: Mount-point globs (``/...``) and filesystem types guest-fsfreeze-freeze leaves alone.
+    fsfreeze_exclude: List[str] = field(default_factory=list)
     #: Interface name globs hidden from guest-network-get-interfaces.
     interface_exclude: List[str] = field(default_factory=list)
     #: guest-file-open refuses to follow a final symlink.
@@ -96,11 +98,11 @@ KEYS: Dict[str, Callable[[str, str], Any]] = {
     "fsfreeze-hook": _STR, "statedir": _STR, "verbose": _BOOL, "retry-path": _BOOL,
     "block-rpcs": _LIST, "allow-rpcs": _LIST,
     "block-groups": _LIST, "fsfreeze-timeout": _as_float, "frozen-sigterm": _STR,
-    "fsfreeze-hook-timeout": _as_float, "statvfs-timeout": _as_float,
+    "fsfreeze-hook-timeout": _as_float, "fsfreeze-exclude": _LIST, "statvfs-timeout": _as_float,
     "command-timeout": _as_float, "interface-exclude": _LIST, "file-nofollow": _BOOL,
     "max-file-handles": _as_int, "max-exec-records": _as_int, "max-concurrent-execs": _as_int,
 }
-LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "interface-exclude"})
+LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "fsfreeze-exclude", "interface-exclude"})
 
 
 def config_path(cli_path: Optional[str]) -> "tuple[str, bool]":

@@ -35,7 +35,7 @@ from qga.errors import QgaError
 from qga.linux.clock import boot_id, boottime
 from qga.linux import fsfreeze as fs
 from qga.linux.helpers import run_helper
-from qga.linux.mounts import Mount, list_mounts
+from qga.linux.mounts import Mount, exclusion, list_mounts
 from qga.registry import command
 from qga.state import FreezeStart
 
@@ -131,12 +131,31 @@ def _thaw_mounts(mounts: List[Mount]) -> int:
     return count
 
 
+def _without_excluded(ctx: Context, mounts: List[Mount]) -> List[Mount]:
+    """Freeze-all: drop the ``fsfreeze-exclude`` mounts, saying so (before logging is held)."""
+    kept: List[Mount] = []
+    excluded: List[str] = []
+    for mount in mounts:
+        pattern = exclusion(mount, ctx.config.fsfreeze_exclude)
+        if pattern is None:
+            kept.append(mount)
+        else:
+            excluded.append(mount.dirname)
+            log.warning("guest-fsfreeze-freeze: not freezing %s (%s): fsfreeze-exclude entry '%s'",
+                        mount.dirname, mount.devtype, pattern)
+    if excluded:
+        ctx.audit("guest-fsfreeze-freeze", excluded=excluded)
+    return kept
+
+
 def do_freeze(ctx: Context, mountpoints: Optional[List[str]]) -> int:
-    """The body of guest-fsfreeze-freeze(-list)."""
+    """The body of guest-fsfreeze-freeze(-list); ``None`` freezes all but the excluded."""
     st = _state(ctx)
     with st.lock:
         _run_hook(ctx, "freeze")
         mounts = _mounts()
+        if mountpoints is None:
+            mounts = _without_excluded(ctx, mounts)
         ctx.set_frozen(True)  # marker first: a crash from here on restarts frozen
         since = boottime()
         ctx.state.record_freeze_start(FreezeStart(boot_id(), since))
@@ -294,7 +313,7 @@ def fsfreeze_status(ctx: Context) -> str:
 
 @command("guest-fsfreeze-freeze", group="fsfreeze", deadline=None, audit=True)
 def fsfreeze_freeze(ctx: Context) -> int:
-    """Freeze every freezable mount; returns how many were frozen."""
+    """Freeze every freezable mount but the ``fsfreeze-exclude`` ones; returns how many were frozen."""
     log.info("guest-fsfreeze called")
     ctx.audit("guest-fsfreeze-freeze")
     return do_freeze(ctx, None)

@@ -405,6 +405,57 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
         agent.stop(9)
 
 
+def _is_frozen(path: str) -> bool:
+    """FIFREEZE answers EBUSY on a frozen filesystem; a successful probe is undone at once."""
+    fd = fs.open_dir(path)
+    try:
+        fs.freeze(fd)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return True
+        raise
+    else:
+        fs.thaw_all_levels(fd)
+        return False
+    finally:
+        os.close(fd)
+
+
+@root
+def test_freeze_all_leaves_excluded_mounts_alone(workdir: str, two_ext4: List[LoopFs],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    _need("mkfs.xfs")
+    kept, globbed = two_ext4
+    xfs = LoopFs("xfs", workdir)
+    try:
+        ours = {kept.mnt, globbed.mnt, xfs.mnt}
+        # Freeze-all on this machine's real mount list, cut down to the test's loop
+        # mounts: everything else (the root filesystem) must never be frozen.
+        real = mounts_mod.list_mounts
+        monkeypatch.setattr(fz, "list_mounts", lambda: [m for m in real() if m.dirname in ours])
+        c = make_ctx(workdir, fsfreeze_exclude=[os.path.dirname(globbed.mnt) + "/*", "xfs"])
+        try:
+            assert fz.fsfreeze_freeze(c) == 1
+            assert _is_frozen(kept.mnt)
+            assert not _is_frozen(globbed.mnt) and not _is_frozen(xfs.mnt)
+            assert Writer(globbed.mnt).finishes() and Writer(xfs.mnt).finishes()
+        finally:
+            fz.do_thaw(c)
+        logged = [r.getMessage() for r in caplog.records if "fsfreeze-exclude" in r.getMessage()]
+        assert logged == [f"guest-fsfreeze-freeze: not freezing {globbed.mnt} (ext4): fsfreeze-exclude "
+                          f"entry '{os.path.dirname(globbed.mnt)}/*'",
+                          f"guest-fsfreeze-freeze: not freezing {xfs.mnt} (xfs): fsfreeze-exclude entry 'xfs'"]
+        # freeze-list freezes exactly what the host names, excluded or not.
+        try:
+            assert fz.fsfreeze_freeze_list(c, [globbed.mnt, xfs.mnt]) == 2
+            assert _is_frozen(globbed.mnt) and _is_frozen(xfs.mnt) and not _is_frozen(kept.mnt)
+        finally:
+            fz.do_thaw(c)
+    finally:
+        xfs.cleanup()
+
+
 def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
