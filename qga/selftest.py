@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, TextIO, Tuple
 
 from qga.config import Config
 from qga.errors import selinux_enforcing
+from qga.linux.helpers import unsafe_to_run
 
 #: Filesystem types whose kernel driver implements FIFREEZE (others answer
 #: EOPNOTSUPP, which guest-fsfreeze-freeze skips).
@@ -152,10 +153,13 @@ class SelfTest:
             self._check_parent_writable(f"log file {self.config.logfile}", self.config.logfile)
         hook = self.config.fsfreeze_hook
         if hook:
+            refusal = unsafe_to_run(hook)
             if not os.path.isfile(hook):
                 self.add("FAIL", f"fsfreeze hook {hook}", "does not exist")
             elif not os.access(hook, os.X_OK):
                 self.add("FAIL", f"fsfreeze hook {hook}", "is not executable")
+            elif refusal:
+                self.add("FAIL", f"fsfreeze hook {hook}", f"would be refused: {refusal}")
             else:
                 self.add("OK", f"fsfreeze hook {hook}", "exists and is executable")
 

@@ -32,9 +32,9 @@ from typing import Any, Dict, List, Optional
 from qga import sdnotify
 from qga.context import CONTEXT_HOOKS, Context
 from qga.errors import QgaError
-from qga.linux.clock import boot_id, boottime
 from qga.linux import fsfreeze as fs
-from qga.linux.helpers import run_helper
+from qga.linux.clock import boot_id, boottime
+from qga.linux.helpers import run_helper, unsafe_to_run
 from qga.linux.mounts import Mount, exclusion, list_mounts
 from qga.registry import command
 from qga.state import FreezeStart
@@ -80,6 +80,9 @@ def _run_hook(ctx: Context, arg: str) -> None:
     hook = ctx.config.fsfreeze_hook
     if not hook:
         return
+    refusal = unsafe_to_run(hook)
+    if refusal is not None:
+        raise QgaError(f"refusing to run fsfreeze hook '{hook}': {refusal}")
     log.info("executing fsfreeze hook with arg '%s'", arg)
     # Unlike qemu-ga, a hook that hangs is killed (its whole session) after
     # fsfreeze-hook-timeout seconds, so a freeze cannot wedge the agent forever.

@@ -34,6 +34,7 @@ from qga.linux import fsfreeze as fs
 from qga.linux import mounts as mounts_mod
 from qga.loop import Loop
 from qga.registry import Registry
+from qga.selftest import SelfTest
 from qga.state import StateDir
 from tests.agentproc import start
 
@@ -560,27 +561,108 @@ def test_agent_reports_time_left_in_systemd_status(workdir: str, ext4fs: LoopFs)
         sock.close()
 
 
-# -- the stock hook script (no root needed) ------------------------------------------------
-def test_stock_hook_script(workdir: str) -> None:
+# -- hook hygiene ---------------------------------------------------------------------------
+def _write_hook(path: str, record: str, mode: int = 0o755) -> None:
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    os.chmod(path, mode)
+
+
+@root
+@pytest.mark.parametrize("unsafe", ["foreign-owner", "group-writable", "other-writable"])
+def test_unsafe_hook_is_refused_and_nothing_frozen(workdir: str, ext4fs: LoopFs, unsafe: str) -> None:
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _write_hook(hook, record, {"group-writable": 0o775, "other-writable": 0o757}.get(unsafe, 0o755))
+    if unsafe == "foreign-owner":
+        os.chown(hook, 65534, 65534)
+    expected = {"foreign-owner": "owned by uid 65534, not root",
+                "group-writable": "writable by group or others (mode 0775)",
+                "other-writable": "writable by group or others (mode 0757)"}[unsafe]
+    agent = _agent(workdir, f"--fsfreeze-hook={hook}")
+    try:
+        conn = agent.connect()
+        conn.sync()
+        reply = conn.request({"execute": "guest-fsfreeze-freeze-list", "arguments": {"mountpoints": [ext4fs.mnt]}})
+        assert reply == {"error": {"class": "GenericError",
+                                   "desc": f"refusing to run fsfreeze hook '{hook}': {expected}"}}
+        assert conn.cmd("guest-fsfreeze-status") == "thawed"
+        assert not _is_frozen(ext4fs.mnt) and not os.path.exists(record)
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+def test_self_test_flags_an_unsafe_hook(workdir: str) -> None:
+    hook = os.path.join(workdir, "hook.sh")
+    _write_hook(hook, os.devnull, 0o777)
+    test = SelfTest(Config(method="unix-listen", path=os.path.join(workdir, "s"), statedir=workdir,
+                           fsfreeze_hook=hook))
+    test.check_files()
+    assert test.results == [("FAIL", f"fsfreeze hook {hook}",
+                              "would be refused: writable by group or others (mode 0777)")]
+
+
+# -- the stock hook script ----------------------------------------------------------------
+def _stock_hook(workdir: str, scripts: Dict[str, str]) -> Path:
     etc = Path(workdir) / "etc"
     hookd = etc / "fsfreeze-hook.d"
     hookd.mkdir(parents=True)
     hook = etc / "fsfreeze-hook"
     shutil.copy(REPO / "packaging" / "fsfreeze-hook", hook)
-    record = Path(workdir) / "ran"
-    for name, body in [("10-ok", f"echo ok-$1 >> {record}"), ("20-fail", f"echo fail-$1 >> {record}; exit 9"),
-                       ("30-skip.sample", f"echo sample >> {record}"),
-                       ("40-skip.rpmsave", f"echo rpmsave >> {record}"),
-                       ("50-skip.dpkg-old", f"echo dpkg >> {record}"), ("60-skip~", f"echo tilde >> {record}")]:
+    for name, body in scripts.items():
         script = hookd / name
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)
-    (hookd / "70-not-executable").write_text(f"#!/bin/sh\necho noexec >> {record}\n")
+    return hook
+
+
+def _run_stock_hook(hook: Path, action: str, log: Path, **env: str) -> None:
+    # A bound, not a measurement: the old hook waited for a hung script forever.
+    result = subprocess.run([str(hook), action], capture_output=True, timeout=60,
+                            env=dict(os.environ, QGA_FSFREEZE_HOOK_LOG=str(log), **env))
+    assert result.returncode == 0, result
+
+
+@root
+def test_stock_hook_order_failures_and_skips(workdir: str) -> None:
+    record = Path(workdir) / "ran"
+    hook = _stock_hook(workdir, {
+        "10-ok": f"echo ok-$1 >> {record}; echo said-$1",
+        "20-fail": f"echo fail-$1 >> {record}; [ $1 = thaw ] || exit 9",
+        "30-last": f"echo last-$1 >> {record}",
+        "30-skip.sample": f"echo sample >> {record}", "40-skip.rpmsave": f"echo rpmsave >> {record}",
+        "50-skip.dpkg-old": f"echo dpkg >> {record}", "60-skip~": f"echo tilde >> {record}"})
+    (hook.parent / "fsfreeze-hook.d" / "70-not-executable").write_text(f"#!/bin/sh\necho noexec >> {record}\n")
     log = Path(workdir) / "hook.log"
-    result = subprocess.run([str(hook), "freeze"], capture_output=True,
-                            env=dict(os.environ, QGA_FSFREEZE_HOOK_LOG=str(log)))
-    assert result.returncode == 0
-    assert record.read_text() == "ok-freeze\nfail-freeze\n"
+    _run_stock_hook(hook, "freeze", log)
+    _run_stock_hook(hook, "thaw", log)
+    # Name order on freeze, reverse on thaw; the failed script's thaw half runs too.
+    assert record.read_text().split() == ["ok-freeze", "fail-freeze", "last-freeze",
+                                          "last-thaw", "fail-thaw", "ok-thaw"]
     text = log.read_text()
-    assert "10-ok freeze" in text and "20-fail finished with status 9" in text
+    hookd = hook.parent / "fsfreeze-hook.d"
+    for line in (f"info: {hookd}/10-ok freeze: said-freeze", f"info: {hookd}/10-ok freeze: ok",
+                 f"err: {hookd}/20-fail freeze: failed with status 9", f"info: {hookd}/20-fail thaw: ok"):
+        assert line in text, text
     assert stat.S_IMODE(os.stat(REPO / "packaging" / "fsfreeze-hook").st_mode) & 0o111
+
+
+@root
+def test_stock_hook_refuses_unsafe_scripts_and_limits_each(workdir: str) -> None:
+    record = Path(workdir) / "ran"
+    hook = _stock_hook(workdir, {
+        "10-hangs": f"echo hang-$1 >> {record}; sleep 300 & sleep 300",
+        "20-foreign": f"echo foreign >> {record}", "30-groupw": f"echo groupw >> {record}",
+        "40-after": f"echo after-$1 >> {record}"})
+    hookd = hook.parent / "fsfreeze-hook.d"
+    os.chown(hookd / "20-foreign", 65534, 65534)
+    (hookd / "30-groupw").chmod(0o775)
+    log = Path(workdir) / "hook.log"
+    _run_stock_hook(hook, "freeze", log, QGA_FSFREEZE_HOOK_SCRIPT_TIMEOUT="1")
+    assert record.read_text().split() == ["hang-freeze", "after-freeze"]
+    text = log.read_text()
+    for line in (f"err: {hookd}/10-hangs freeze: killed after the time limit of 1 s",
+                 f"err: {hookd}/20-foreign freeze: refused: owned by uid 65534, not root",
+                 f"err: {hookd}/30-groupw freeze: refused: writable by group or others (mode 775)",
+                 f"info: {hookd}/40-after freeze: ok"):
+        assert line in text, text
