@@ -16,6 +16,11 @@ Beyond qemu-ga (documented in the README):
   :mod:`qga.state`).  While frozen, systemd's STATUS= shows the time left.
 * When the agent stops while frozen (SIGTERM with ``frozen-sigterm=thaw``,
   or a fatal channel error) it thaws first, as qemu-ga's clean-up does.
+* ``fsfreeze-exclude``: mounts guest-fsfreeze-freeze (freeze all) leaves
+  alone, logged at each freeze; guest-fsfreeze-freeze-list is unaffected.
+* A hook not owned by root (or the agent's user) or writable by group or
+  others is refused before anything is frozen, and killed after
+  ``fsfreeze-hook-timeout``.
 
 Freeze and thaw have no command deadline: abandoning them half way would
 leave the guest in an unknown state.  guest-fstrim has none either: FITRIM
