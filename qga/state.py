@@ -139,11 +139,19 @@ class StateDir:
 
     def remove_frozen_marker(self) -> None:
         """Remove the marker (and the record of when the freeze began) after a thaw."""
-        for path in (self.frozen_path, self.since_path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        _unlink(self.frozen_path)
+        self.forget_freeze_start()
+
+    def forget_freeze_start(self) -> None:
+        """Remove the freeze-start record (also one left behind when qemu-ga thawed)."""
+        _unlink(self.since_path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _replace_file(path: str, text: str, fsync: bool) -> None:
