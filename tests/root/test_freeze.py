@@ -666,3 +666,27 @@ def test_stock_hook_refuses_unsafe_scripts_and_limits_each(workdir: str) -> None
                  f"err: {hookd}/30-groupw freeze: refused: writable by group or others (mode 775)",
                  f"info: {hookd}/40-after freeze: ok"):
         assert line in text, text
+
+
+@root
+def test_stock_hook_logs_to_the_journal_when_there_is_one(workdir: str) -> None:
+    _need("unshare")
+    hook = _stock_hook(workdir, {"10-ok": "echo hello-$1", "20-fail": "exit 3"})
+    hookd = hook.parent / "fsfreeze-hook.d"
+    bindir, journal = Path(workdir) / "bin", Path(workdir) / "journal"
+    bindir.mkdir()
+    fake = bindir / "systemd-cat"  # records its arguments and what it was given to log
+    fake.write_text(f'#!/bin/sh\n{{ echo "$*"; cat; }} >> {journal}\n')
+    fake.chmod(0o755)
+    # A journal socket exists only in a private mount namespace, on a tmpfs over its /run.
+    bind = "import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind('/run/systemd/journal/socket')"
+    script = (f"mount -t tmpfs qga-test-run /run && mkdir -p /run/systemd/journal && "
+              f"{sys.executable} -c \"{bind}\" && exec {hook} freeze")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    env.pop("QGA_FSFREEZE_HOOK_LOG", None)
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                   env=env, check=True, timeout=60)
+    assert journal.read_text().splitlines() == [
+        "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: hello-freeze",
+        "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: ok",
+        "-t qemu-ga-fsfreeze-hook -p err", f"{hookd}/20-fail freeze: failed with status 3"]
