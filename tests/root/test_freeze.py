@@ -2,7 +2,10 @@
 
 Only test mounts are ever frozen: every freeze uses freeze-list with the test
 mount points (a plain guest-fsfreeze-freeze would freeze this machine's own
-filesystems).  Thaw is harmless elsewhere (FITHAW on a thawed filesystem
+filesystems); freeze-all is exercised only at handler level, on the real
+mount list cut down to the test's loop mounts.  Agent tests that must not
+have their freeze undone by someone else's thaw-all use a mount that exists
+only in a private mount namespace (:class:`PrivateExt4`).  Thaw is harmless elsewhere (FITHAW on a thawed filesystem
 fails with EINVAL and is not counted).  Fixtures always thaw, unmount and
 detach, even when a test fails.
 """
@@ -36,7 +39,7 @@ from qga.loop import Loop
 from qga.registry import Registry
 from qga.selftest import SelfTest
 from qga.state import StateDir
-from tests.agentproc import start
+from tests.agentproc import AgentProcess, ours_argv, start
 
 REPO = Path(__file__).resolve().parents[2]
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"]}
@@ -114,6 +117,65 @@ def ext4fs(workdir: str) -> Iterator[LoopFs]:
     lfs = None
     try:
         lfs = LoopFs("ext4", workdir)
+        yield lfs
+    finally:
+        if lfs is not None:
+            lfs.cleanup()
+
+
+class PrivateExt4:
+    """An ext4 loop mount that exists only in a private mount namespace.
+
+    A sleeping holder process keeps the namespace; agents are started in it
+    with nsenter.  No other process on this machine sees the mount, so
+    another test's (or session's) thaw of every mount cannot thaw it behind
+    a test's back.  From outside, ``outside`` reaches it through the
+    holder's ``/proc/PID/root``.
+    """
+
+    def __init__(self, workdir: str) -> None:
+        for tool in ("mkfs.ext4", "unshare", "nsenter"):
+            _need(tool)
+        self.image, self.mnt, self.dev = os.path.join(workdir, "private.img"), os.path.join(workdir, "private"), ""
+        self.holder: Any = None
+        os.mkdir(self.mnt)
+        with open(self.image, "wb") as f:
+            f.truncate(64 << 20)
+        subprocess.run(MKFS["ext4"] + [self.image], check=True, capture_output=True)
+        self.dev = subprocess.run(["losetup", "--find", "--show", self.image], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mount {self.dev} {self.mnt} && echo mounted && exec sleep infinity"],
+            stdout=subprocess.PIPE)
+        assert self.holder.stdout.readline() == b"mounted\n", "mount in the private namespace failed"
+        self.outside = f"/proc/{self.holder.pid}/root{self.mnt}"
+
+    def nsenter(self, argv: List[str]) -> List[str]:
+        """``argv`` run in the namespace."""
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--", *argv]
+
+    def agent(self, workdir: str, *extra: str, env: Any = None) -> Any:
+        """Our agent in the namespace, on ``<workdir>/sock``."""
+        return AgentProcess(self.nsenter(ours_argv(workdir, extra)), workdir, env)
+
+    def cleanup(self) -> None:
+        """Thaw, unmount, end the namespace, detach."""
+        if self.holder is not None:
+            _thaw_path(self.outside)
+            subprocess.run(self.nsenter(["umount", self.mnt]), capture_output=True)
+            self.holder.kill()
+            self.holder.wait()
+            self.holder.stdout.close()
+        if self.dev:
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+
+
+@pytest.fixture
+def private_ext4(workdir: str) -> Iterator[PrivateExt4]:
+    lfs = None
+    try:
+        lfs = PrivateExt4(workdir)
         yield lfs
     finally:
         if lfs is not None:
@@ -474,15 +536,15 @@ def _audit(agent: Any, message: str) -> Dict[str, str]:
 
 @root
 @pytest.mark.parametrize("restart", ["before-deadline", "after-deadline"])
-def test_agent_restarted_while_frozen_thaws_at_the_original_deadline(workdir: str, ext4fs: LoopFs,
+def test_agent_restarted_while_frozen_thaws_at_the_original_deadline(workdir: str, private_ext4: PrivateExt4,
                                                                      restart: str) -> None:
     timeout = 8.0 if restart == "before-deadline" else 1.0
     argv = ["--fsfreeze-timeout", f"{timeout:g}"]
-    agent = _agent(workdir, *argv)
+    agent = private_ext4.agent(workdir, *argv)
     try:
         conn = agent.connect()
         conn.sync()
-        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[ext4fs.mnt]) == 1
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
         agent.stop(9)
         since_path = os.path.join(workdir, "qga.state.isfrozen.since")
         with open(since_path) as f:
@@ -493,14 +555,16 @@ def test_agent_restarted_while_frozen_thaws_at_the_original_deadline(workdir: st
         assert os.path.getsize(os.path.join(workdir, "qga.state.isfrozen")) == 0  # qemu-ga's empty marker
         while restart == "after-deadline" and _boottime() <= started + timeout:
             time.sleep(0.1)  # the limit runs out while no agent is running
-        agent = _agent(workdir, *argv)
-        writer = Writer(ext4fs.mnt)
+        assert _is_frozen(private_ext4.outside)
+        agent = private_ext4.agent(workdir, *argv)
+        writer = Writer(private_ext4.outside)
         assert writer.finishes(60), "the restarted agent never thawed"
         fields = _audit(agent, "fsfreeze auto-thaw")
         # The limit counts from the original freeze, not from the restart.
         assert float(fields["frozen_since"]) == started
         assert float(fields["deadline"]) == started + timeout
         assert float(fields["thawed_at"]) >= started + timeout
+        assert fields["thawed"] == "1"
         assert FROZEN_AT_START.split(".", 1)[0] in agent.log()
         assert "fsfreeze-timeout" in agent.log()
         conn = agent.connect()
@@ -538,16 +602,16 @@ def test_restart_after_reboot_thaws_at_once(workdir: str, ext4fs: LoopFs) -> Non
 
 
 @root
-def test_agent_reports_time_left_in_systemd_status(workdir: str, ext4fs: LoopFs) -> None:
+def test_agent_reports_time_left_in_systemd_status(workdir: str, private_ext4: PrivateExt4) -> None:
     path = os.path.join(workdir, "notify")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     sock.settimeout(30)
-    agent = start("ours", extra=["--fsfreeze-timeout", "2"], tmpdir=workdir, env={"NOTIFY_SOCKET": path})
+    agent = private_ext4.agent(workdir, "--fsfreeze-timeout", "2", env={"NOTIFY_SOCKET": path})
     try:
         conn = agent.connect()
         conn.sync()
-        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[ext4fs.mnt]) == 1
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
         seen: List[str] = []
         while not any("thawed automatically" in m for m in seen):
             seen.append(sock.recv(4096).decode())
@@ -570,7 +634,7 @@ def _write_hook(path: str, record: str, mode: int = 0o755) -> None:
 
 @root
 @pytest.mark.parametrize("unsafe", ["foreign-owner", "group-writable", "other-writable"])
-def test_unsafe_hook_is_refused_and_nothing_frozen(workdir: str, ext4fs: LoopFs, unsafe: str) -> None:
+def test_unsafe_hook_is_refused_and_nothing_frozen(workdir: str, private_ext4: PrivateExt4, unsafe: str) -> None:
     hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
     _write_hook(hook, record, {"group-writable": 0o775, "other-writable": 0o757}.get(unsafe, 0o755))
     if unsafe == "foreign-owner":
@@ -578,15 +642,16 @@ def test_unsafe_hook_is_refused_and_nothing_frozen(workdir: str, ext4fs: LoopFs,
     expected = {"foreign-owner": "owned by uid 65534, not root",
                 "group-writable": "writable by group or others (mode 0775)",
                 "other-writable": "writable by group or others (mode 0757)"}[unsafe]
-    agent = _agent(workdir, f"--fsfreeze-hook={hook}")
+    agent = private_ext4.agent(workdir, f"--fsfreeze-hook={hook}")
     try:
         conn = agent.connect()
         conn.sync()
-        reply = conn.request({"execute": "guest-fsfreeze-freeze-list", "arguments": {"mountpoints": [ext4fs.mnt]}})
+        reply = conn.request({"execute": "guest-fsfreeze-freeze-list",
+                              "arguments": {"mountpoints": [private_ext4.mnt]}})
         assert reply == {"error": {"class": "GenericError",
                                    "desc": f"refusing to run fsfreeze hook '{hook}': {expected}"}}
         assert conn.cmd("guest-fsfreeze-status") == "thawed"
-        assert not _is_frozen(ext4fs.mnt) and not os.path.exists(record)
+        assert not _is_frozen(private_ext4.outside) and not os.path.exists(record)
         assert agent.stop() == 0
     finally:
         agent.stop(9)
