@@ -121,7 +121,8 @@ class StateDir:
         try:
             text = keyfile.dump({"freeze": {"boot-id": start.boot_id, "boottime": repr(start.boottime),
                                             "marker": self._marker_identity()}})
-            # No fsync: FIFREEZE, which follows at once, syncs the filesystem.
+            # No fsync: the record means something only within this boot, and
+            # the page cache survives the agent being killed.
             _replace_file(self.since_path, text, fsync=False)
         except OSError as exc:
             log.warning("cannot record the freeze start in %s: %s", self.since_path, exc.strerror)
