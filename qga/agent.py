@@ -122,6 +122,8 @@ class Agent:
             log.warning(FROZEN_AT_START.format(self.state.frozen_path))
             if self.logs:
                 self.logs.gate.set_frozen(True)
+        else:
+            self.state.forget_freeze_start()
 
     def _open_channel(self) -> bool:
         """Open the channel; False (and a retry scheduled) when ``-r`` allows waiting."""

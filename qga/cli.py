@@ -67,9 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the channel, state directory, freezable mounts, SELinux and the "
                         "command policy without changing anything; exit 1 if something is wrong")
     x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
-                   help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
+                   help="thaw automatically when filesystems stay frozen this long, counted from the freeze "
+                        "even across an agent restart; 0 never thaws (default: 600)")
     x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
                    help="kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)")
+    x.add_argument("--fsfreeze-exclude", metavar="LIST", action="append", type=_csv,
+                   help="comma-separated mounts guest-fsfreeze-freeze leaves alone: entries starting "
+                        "with / are mount-point globs, others filesystem types (e.g. /mnt/scratch*,xfs); "
+                        "guest-fsfreeze-freeze-list still freezes what the host names")
     x.add_argument("--statvfs-timeout", metavar="SECS", type=float,
                    help="how long guest-get-fsinfo waits for one filesystem's statvfs (default: 2)")
     x.add_argument("--frozen-sigterm", metavar="ACTION", choices=("thaw", "ignore"),
@@ -98,7 +103,8 @@ _CLI_KEYS = {
     "daemonize": "daemon", "retry_path": "retry-path", "block_rpcs": "block-rpcs",
     "allow_rpcs": "allow-rpcs", "block_groups": "block-groups",
     "fsfreeze_timeout": "fsfreeze-timeout", "frozen_sigterm": "frozen-sigterm",
-    "fsfreeze_hook_timeout": "fsfreeze-hook-timeout", "statvfs_timeout": "statvfs-timeout",
+    "fsfreeze_hook_timeout": "fsfreeze-hook-timeout", "fsfreeze_exclude": "fsfreeze-exclude",
+    "statvfs_timeout": "statvfs-timeout",
     "command_timeout": "command-timeout", "interface_exclude": "interface-exclude",
     "file_nofollow": "file-nofollow", "max_file_handles": "max-file-handles",
     "max_exec_records": "max-exec-records", "max_concurrent_execs": "max-concurrent-execs",

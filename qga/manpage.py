@@ -195,7 +195,13 @@ Default fsfreeze hook (enabled with \fB\-F\fR); it runs the executables in
 Persistent state (file handle counter).
 .TP
 .I STATEDIR/qga.state.isfrozen
-Present while file systems are frozen; a restarted agent comes up frozen.
+Present (empty, as qemu\-ga makes it) while file systems are frozen; a
+restarted agent comes up frozen.
+.TP
+.I STATEDIR/qga.state.isfrozen.since
+When the freeze began (boot id and \fBCLOCK_BOOTTIME\fR): a restarted agent
+thaws when the original \fB\-\-fsfreeze\-timeout\fR runs out, or at once
+after a reboot.
 """),
     ("ENVIRONMENT", r"""
 .TP
