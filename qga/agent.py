@@ -9,6 +9,7 @@ import sys
 from typing import Optional
 
 from qga import sdnotify
+from qga.command import start_hooks
 from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
@@ -100,7 +101,9 @@ class Agent:
         else:
             self.registry = registry
             registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
-        self.ctx = Context(config, self.state, self.loop, self.registry)
+        self.ctx = Context(config, self.state, self.loop, self.registry, logs.gate if logs else None)
+        for hook in start_hooks():
+            hook(self.ctx)
         self.parser = JsonStreamParser()
         self.dispatcher = Dispatcher(self.ctx, self._send, config.command_timeout)
         self.transport: Optional[Transport] = None
@@ -118,10 +121,8 @@ class Agent:
         except StateError as exc:
             raise StartupError(f"{exc}\nfailed to load persistent state") from None
         if frozen:
-            self.registry.frozen = True
-            log.warning(FROZEN_AT_START.format(self.state.frozen_path))
-            if self.logs:
-                self.logs.gate.set_frozen(True)
+            log.warning(FROZEN_AT_START.format(self.state.frozen_path))  # said before the gate closes
+            self.ctx.set_frozen(True, marker=False)
         else:
             self.state.forget_freeze_start()
 
@@ -175,8 +176,6 @@ class Agent:
         self.loop.stop()
 
     def _on_frozen(self, frozen: bool) -> None:
-        if self.logs:
-            self.logs.gate.set_frozen(frozen)
         if not frozen and self.pidfile is None and self._wants_pidfile():
             self._acquire_pidfile()  # deferred while frozen, as qemu-ga does
         self._status("filesystems frozen" if frozen else "filesystems thawed")

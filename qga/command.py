@@ -85,6 +85,7 @@ class Command:
 
 
 _DECLARED: Dict[str, Command] = {}
+_START_HOOKS: List[Callable[[Any], None]] = []
 
 
 def command(name: str, *, group: str, order: Optional[int] = None,
@@ -130,3 +131,18 @@ def command(name: str, *, group: str, order: Optional[int] = None,
 def declared() -> List[Command]:
     """Every command declared so far, in declaration order."""
     return list(_DECLARED.values())
+
+
+def on_agent_start(func: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Declare ``func(ctx)``, run once by each agent when its context is ready.
+
+    A subject module uses it for per-agent duties beyond its commands (the
+    freeze module's thaw on the way out, for instance).
+    """
+    _START_HOOKS.append(func)
+    return func
+
+
+def start_hooks() -> List[Callable[[Any], None]]:
+    """The functions declared with :func:`on_agent_start`, in declaration order."""
+    return list(_START_HOOKS)

@@ -39,6 +39,7 @@ class Registry:
         self.allow: Optional[Set[str]] = None
         self.block: Set[str] = set()
         self.blocked_groups: Set[str] = set()
+        #: Frozen mode: written by its owner, :meth:`qga.context.Context.set_frozen`.
         self.frozen = False
 
     @classmethod
@@ -75,6 +76,9 @@ class Registry:
         """
         if self.frozen:
             return cmd.name in self.frozen_safe
+        return self._allowed(cmd)
+
+    def _allowed(self, cmd: Command) -> bool:
         if self.allow is not None and cmd.name not in self.allow:
             return False
         if cmd.name in self.block:
@@ -83,11 +87,7 @@ class Registry:
 
     def policy_disabled(self) -> List[str]:
         """Names disabled by the admin policy (not counting frozen mode)."""
-        frozen, self.frozen = self.frozen, False
-        try:
-            return [n for n, c in self.commands.items() if not self.is_enabled(c)]
-        finally:
-            self.frozen = frozen
+        return [n for n, c in self.commands.items() if not self._allowed(c)]
 
     def lookup(self, name: str) -> Command:
         """The command, or ``CommandNotFound`` with qemu-ga 10.2's texts."""

@@ -35,11 +35,12 @@ GuestFileWhence = Alternate("GuestFileWhence", ["int", Enum("QGASeek", "set", "c
 _WHENCE_CODES = {0: os.SEEK_SET, 1: os.SEEK_CUR, 2: os.SEEK_END}
 _WHENCE_NAMES = {"set": os.SEEK_SET, "cur": os.SEEK_CUR, "end": os.SEEK_END}
 
-FileTable = Dict[int, GuestFile]
+class FileTable(Dict[int, GuestFile]):
+    """The open guest-file handles of one agent."""
 
 
 def _table(ctx: Context) -> FileTable:
-    return ctx.store("guest-files", dict)
+    return ctx.subject(FileTable)
 
 
 def _find(ctx: Context, handle: int) -> GuestFile:

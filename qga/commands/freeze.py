@@ -35,14 +35,14 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from qga import sdnotify
-from qga.context import CONTEXT_HOOKS, Context
+from qga.context import Context
 from qga.cstring import os_text
 from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux.clock import boot_id, boottime
 from qga.linux.helpers import run_helper, unsafe_to_run
 from qga.linux.mounts import Mount, exclusion, list_mounts
-from qga.command import command
+from qga.command import command, on_agent_start
 from qga.state import FreezeStart
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class FreezeState:
 
 
 def _state(ctx: Context) -> FreezeState:
-    return ctx.store("fsfreeze", FreezeState)
+    return ctx.subject(FreezeState)
 
 
 def _mounts() -> List[Mount]:
@@ -264,6 +264,7 @@ def _auto_thaw(ctx: Context, generation: int) -> None:
     sdnotify.status(f"filesystems thawed automatically after fsfreeze-timeout ({timeout:g} s)")
 
 
+@on_agent_start
 def _on_new_context(ctx: Context) -> None:
     """Per-agent hooks: thaw on the way out; arm the limit if we start frozen."""
     ctx.on_shutdown(lambda: _shutdown_thaw(ctx))
@@ -304,8 +305,6 @@ def _shutdown_thaw(ctx: Context) -> None:
         if locked:
             st.lock.release()
 
-
-CONTEXT_HOOKS.append(_on_new_context)
 
 
 # -- commands -------------------------------------------------------------------

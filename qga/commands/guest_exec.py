@@ -94,7 +94,7 @@ class ExecTable:
 
 
 def _table(ctx: Context) -> ExecTable:
-    return ctx.store("guest-exec", ExecTable)
+    return ctx.subject(ExecTable)
 
 
 def _capture_mode(value: Union[None, bool, str]) -> str:

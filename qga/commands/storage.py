@@ -34,7 +34,7 @@ def _on_linux() -> bool:
 
 def _statvfs(ctx: Context) -> BoundedStatvfs:
     timeout = ctx.config.statvfs_timeout
-    return ctx.store("storage.statvfs", lambda: BoundedStatvfs(timeout))
+    return ctx.subject(BoundedStatvfs, lambda: BoundedStatvfs(timeout))
 
 
 def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) -> Dict[str, Any]:

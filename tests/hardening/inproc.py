@@ -16,7 +16,7 @@ from qga.context import Context
 from qga.dispatch import Dispatcher
 from qga.jsonstream import JsonStreamParser
 from qga.loop import Loop
-from qga.command import Command
+from qga.command import Command, start_hooks
 from qga.commands import load
 from qga.registry import Registry
 from qga.state import StateDir
@@ -56,6 +56,8 @@ class InProcessAgent:
         self.registry = Registry(safe_commands())
         self.registry.configure(None, [], blocked_groups or [])
         self.ctx = Context(self.config, self.state, self.loop, self.registry)
+        for hook in start_hooks():
+            hook(self.ctx)
         self.parser = JsonStreamParser()
         self.sent: List[bytes] = []
         self.dispatcher = Dispatcher(self.ctx, self.sent.append, deadline)

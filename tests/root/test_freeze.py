@@ -36,6 +36,7 @@ from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux import mounts as mounts_mod
 from qga.loop import Loop
+from qga.command import start_hooks
 from qga.registry import Registry
 from qga.selftest import SelfTest
 from qga.state import StateDir
@@ -200,7 +201,10 @@ def two_ext4(workdir: str) -> Iterator[List[LoopFs]]:
 def make_ctx(statedir: str, **config: Any) -> Context:
     state = StateDir(statedir)
     state.load()
-    return Context(Config(**config), state, Loop(), Registry([]))
+    ctx = Context(Config(**config), state, Loop(), Registry([]))
+    for hook in start_hooks():  # as the agent does: the freeze module's thaw on the way out
+        hook(ctx)
+    return ctx
 
 
 @pytest.fixture
