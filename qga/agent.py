@@ -14,7 +14,7 @@ from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.log import LogSetup
 from qga.loop import Loop
 from qga.registry import Registry

@@ -36,7 +36,7 @@ from qga.cstring import os_text
 from qga.errors import QgaError
 from qga.linux import qbase64
 from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
-from qga.jsonwriter import base64_text
+from qga.codec import base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
 
