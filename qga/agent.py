@@ -8,6 +8,7 @@ import signal
 import sys
 from typing import Optional
 
+from qga.errors import InternalError
 from qga import sdnotify
 from qga.command import start_hooks
 from qga.commands import load as load_commands
@@ -37,7 +38,7 @@ FROZEN_AT_START = (
     "{} is removed")
 
 
-class StartupError(Exception):
+class StartupError(InternalError):
     """The agent cannot start; each line of the message is printed."""
 
 

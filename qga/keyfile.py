@@ -7,11 +7,12 @@ GLib's rejection of any other line.
 from __future__ import annotations
 
 from typing import Dict
+from qga.errors import InternalError
 
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-class KeyFileError(ValueError):
+class KeyFileError(InternalError, ValueError):
     """The text is not a valid key file; the message is GLib's wording."""
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
+from qga.errors import InternalError
 
 #: glib's search path when PATH is unset ("." dropped: the agent runs as root).
 DEFAULT_PATH = "/bin:/usr/bin"
@@ -23,7 +24,7 @@ _RESET_SIGNALS = tuple(s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT
                                    signal.SIGCHLD))
 
 
-class SpawnError(Exception):
+class SpawnError(InternalError):
     """The child could not be started; ``errno`` says why."""
 
     def __init__(self, err: int) -> None:

@@ -5,6 +5,7 @@ import os
 import socket
 from typing import Callable, Optional, Tuple
 
+from qga.errors import InternalError
 from qga.loop import Loop
 from qga.transport.base import Transport
 from qga.transport.chardev import IsaSerial, VirtioSerial
@@ -18,7 +19,7 @@ _CLASSES = {
 }
 
 
-class ActivationError(Exception):
+class ActivationError(InternalError):
     """Socket activation handed us something we cannot use."""
 
 
