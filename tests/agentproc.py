@@ -92,21 +92,29 @@ class Conn:
             raise AssertionError(f"{name} failed: {reply['error']}")
         return reply["return"]
 
-    def sync(self, sync_id: int = 4242) -> None:
-        """0xFF + guest-sync-delimited: skip anything stale, as QEMU's tests do."""
+    def sync(self, sync_id: int = 4242) -> bytes:
+        """0xFF + guest-sync-delimited: skip anything stale, as QEMU's tests do.
+
+        Returns the bytes skipped before the matching sync reply (stale replies,
+        error cascades, earlier sync replies), so tests can compare them.
+        """
         self.send(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
                                          "arguments": {"id": sync_id}}).encode() + b"\n")
         deadline = time.monotonic() + self.timeout
+        skipped = b""
         while True:
             while b"\xff" not in self.buf:
+                skipped += self.buf
                 self.buf = b""
                 self._fill(deadline)
-            self.buf = self.buf[self.buf.index(b"\xff") + 1:]
+            before, _, self.buf = self.buf.partition(b"\xff")
+            skipped += before
             while b"\n" not in self.buf:
                 self._fill(deadline)
             line, _, self.buf = self.buf.partition(b"\n")
             if json.loads(line).get("return") == sync_id:
-                return
+                return skipped
+            skipped += b"\xff" + line + b"\n"
 
 
 class AgentProcess:
