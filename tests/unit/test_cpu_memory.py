@@ -140,7 +140,8 @@ def test_memory_block_info(tmp_path: Path, mem_tree: str) -> None:
 
 
 def test_memory_block_info_live() -> None:
-    assert sysfs_memory.read_block_info()["size"] > 0
+    path = Path("/sys/devices/system/memory/block_size_bytes")
+    assert sysfs_memory.read_block_info() == {"size": int(path.read_text(), 16)}
 
 
 def test_set_memory_blocks(tmp_path: Path, mem_tree: str) -> None:
