@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -258,8 +258,43 @@ def test_diskstats_field_counts() -> None:
 def test_diskstats_host_capture_and_live() -> None:
     host = diskstats.read_diskstats(str(DATA / "diskstats/host-diskstats"))
     assert host and all(len(e["stats"]) == 17 for e in host)
-    live = diskstats.read_diskstats()
-    assert [e["name"] for e in live] == [line.split()[2] for line in open("/proc/diskstats")]
+
+
+#: /proc/diskstats columns after major, minor, name (Documentation/admin-guide/iostats.rst).
+PROC_DISKSTATS_COLUMNS = (
+    "read-ios", "read-merges", "read-sectors", "read-ticks", "write-ios", "write-merges",
+    "write-sectors", "write-ticks", "ios-pgr", "total-ticks", "weight-ticks", "discard-ios",
+    "discard-merges", "discard-sectors", "discard-ticks", "flush-ios", "flush-ticks")
+
+
+def _proc_diskstats() -> Dict[Tuple[str, int, int], Dict[str, int]]:
+    """(name, major, minor) -> the counters of each full (20-field) /proc/diskstats line."""
+    out = {}
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 20:
+                out[(fields[2], int(fields[0]), int(fields[1]))] = dict(
+                    zip(PROC_DISKSTATS_COLUMNS, map(int, fields[3:])))
+    return out
+
+
+def test_diskstats_live_between_two_reads() -> None:
+    """Each live counter lies between /proc/diskstats read before and after the call."""
+    before = _proc_diskstats()
+    live = {(e["name"], e["major"], e["minor"]): e["stats"] for e in diskstats.read_diskstats()}
+    after = _proc_diskstats()
+    # ios-pgr is the number in flight now, not a counter; a device detached and
+    # re-attached meanwhile (other tests use loop devices) restarts at 0.
+    monotonic = [k for k in PROC_DISKSTATS_COLUMNS if k != "ios-pgr"]
+    stable = [dev for dev in before.keys() & after.keys()
+              if all(before[dev][k] <= after[dev][k] for k in monotonic)]
+    assert any(any(before[dev].values()) for dev in stable), "no live block device has counters"
+    assert [dev for dev in live if dev in stable] == [dev for dev in before if dev in stable]  # file order
+    for dev in stable:
+        assert live[dev].keys() == before[dev].keys(), dev
+        for key in monotonic:
+            assert before[dev][key] <= live[dev][key] <= after[dev][key], (dev, key)
 
 
 def test_diskstats_open_error_text(tmp_path: Path) -> None:
