@@ -98,8 +98,46 @@ def test_capture_modes(ctx: Context) -> None:
     assert dec(err["err-data"]) == b"stderr\nstderr\n" and "out-data" not in err
     for none in ("none", False):
         assert run(ctx, "sh", "-c", SCRIPT, capture_output=none) == {"exited": True, "exitcode": 0}
-    # The agent's own stdin/stdout are untouched (the upstream fd bug).
-    os.fstat(0)
+
+
+#: capture-output -> what the child's fds 0, 1, 2 are (spec table; "pipe" = captured).
+CHILD_FDS = {"none": ("/dev/null", "/dev/null", "/dev/null"), "separated": ("/dev/null", "pipe", "pipe"),
+             "stdout": ("/dev/null", "pipe", "/dev/null"), "stderr": ("/dev/null", "/dev/null", "pipe"),
+             "merged": ("/dev/null", "pipe", "pipe")}
+
+
+def test_child_fds_per_capture_mode(ctx: Context, tmp_path) -> None:
+    """The child's stdin is /dev/null, its stdout/stderr follow the table; the agent's fds are untouched.
+
+    Upstream's stdout-/stderr-only modes close the agent's own fd 0, after
+    which later children inherit whatever reuses it.  The agent's stdin is a
+    pipe here (not /dev/null as under pytest) so an inherited stdin shows.
+    """
+    saved_stdin = os.dup(0)
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    try:
+        agent_fds = [os.fstat(fd) for fd in (0, 1, 2)]
+        report = tmp_path / "fds"
+        # sh's own fds, read from command substitutions (a redirection would change them first).
+        script = ('a=$(readlink /proc/$$/fd/0); b=$(readlink /proc/$$/fd/1); c=$(readlink /proc/$$/fd/2); '
+                  f'echo "$a $b $c" > {report}')
+        for _round in range(2):  # a second round sees any damage the first did
+            for mode, expected in CHILD_FDS.items():
+                assert run(ctx, "sh", "-c", script, capture_output=mode)["exitcode"] == 0
+                links = report.read_text().split()
+                assert tuple("pipe" if link.startswith("pipe:") else link for link in links) == expected, mode
+                if mode == "merged":
+                    assert links[1] == links[2]
+                elif mode == "separated":
+                    assert links[1] != links[2]
+        assert [(st.st_dev, st.st_ino) for st in (os.fstat(fd) for fd in (0, 1, 2))] == \
+               [(st.st_dev, st.st_ino) for st in agent_fds]
+    finally:
+        os.dup2(saved_stdin, 0)
+        os.close(saved_stdin)
+        os.close(write_end)
 
 
 def test_input_data(ctx: Context) -> None:
