@@ -152,7 +152,8 @@ def test_real_systemd_python_if_installed(receiver: Tuple[socket.socket, str]) -
     interpreter = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     probe = subprocess.run([interpreter, "-c", "import systemd.daemon"], cwd="/", capture_output=True, text=True)
     if probe.returncode != 0:
-        reason = f"systemd-python is not importable by {interpreter}: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        reason = f"systemd-python is not importable by {interpreter}: {last}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (CI installs python3-systemd)")
         pytest.skip(reason)
