@@ -28,10 +28,14 @@ class AgentTimeout(AssertionError):
 class Conn:
     """A client connection with a byte buffer; replies are lines."""
 
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, path: Any, timeout: float = 10.0, family: int = socket.AF_UNIX) -> None:
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except BaseException:
+            self.sock.close()
+            raise
         self.timeout = timeout
         self.buf = b""
 
