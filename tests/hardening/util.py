@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from typing import Any, Dict
 
 FULL = os.environ.get("QGA_FULL") == "1"
@@ -73,3 +74,11 @@ def fd_count(pid: int) -> int:
 def thread_count(pid: int) -> int:
     """Threads of ``pid``."""
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def wait_reaped(pid: int, timeout: float = 60.0) -> None:
+    """Poll until ``pid`` has been reaped by its parent (its /proc entry is gone)."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"pid {pid} was not reaped within {timeout:g} s"
+        time.sleep(0.005)
