@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -167,11 +169,15 @@ def test_exec_signal(c_agent: str) -> None:
 
 
 def test_exec_timeout(c_agent: str) -> None:
-    start = time.monotonic()
-    res = run_cli("-s", c_agent, "exec", "--timeout", "0.5", "--", "sleep", "5")
+    # The command outlives run_cli's 60 s deadline by far: only --timeout can end the wait.
+    res = run_cli("-s", c_agent, "exec", "--timeout", "0.5", "--", "sleep", "600")
     assert res.returncode == EXIT_EXEC_TIMEOUT
-    assert b"still running" in res.stderr
-    assert time.monotonic() - start < 4
+    match = re.search(rb"guest process (\d+) still running after 0.5s", res.stderr)
+    assert match, res.stderr
+    pid = int(match.group(1))
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read() == b"sleep\x00600\x00"
+    os.kill(pid, signal.SIGKILL)
 
 
 def test_exec_spawn_failure(c_agent: str) -> None:
@@ -364,19 +370,33 @@ def syncing_then(answer: Callable[[dict], Optional[bytes]], stop: threading.Even
     return handler
 
 
-def assert_bounded(func: Callable[[], object], exc: type, limit: float) -> None:
-    start = time.monotonic()
-    with pytest.raises(exc):
-        func()
-    elapsed = time.monotonic() - start
-    assert elapsed < limit, f"took {elapsed:.2f}s"
+def assert_gives_up(func: Callable[[], object], exc: type) -> None:
+    """``func()`` raises ``exc`` rather than waiting for an answer that never comes.
+
+    The bound is a generous deadline, not the client's timeout plus a margin
+    (a loaded machine stretches any margin); a client that ignored its
+    timeout would wait forever.
+    """
+    outcome: List[BaseException] = []
+
+    def call() -> None:
+        try:
+            func()
+        except BaseException as err:  # handed to the test thread
+            outcome.append(err)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the client was still waiting after 60 s"
+    assert len(outcome) == 1 and isinstance(outcome[0], exc), outcome
 
 
 def test_timeout_when_agent_never_answers(fake: Callable[..., FakeAgent]) -> None:
     fa = fake(silent)
     agent = AgentClient(fa.path, timeout=0.5)
-    assert_bounded(agent.sync, AgentTimeout, 2.0)
-    assert_bounded(lambda: agent.execute("guest-ping"), AgentTimeout, 2.0)
+    assert_gives_up(agent.sync, AgentTimeout)
+    assert_gives_up(lambda: agent.execute("guest-ping"), AgentTimeout)
     agent.close()
 
 
@@ -384,7 +404,7 @@ def test_timeout_when_nobody_accepts(fake: Callable[..., FakeAgent]) -> None:
     """QEMU's chardev with no guest agent behind it: connect works, nothing answers."""
     fa = fake(accept=False)
     agent = AgentClient(fa.path, timeout=0.5)
-    assert_bounded(lambda: agent.execute("guest-ping"), AgentTimeout, 2.0)
+    assert_gives_up(lambda: agent.execute("guest-ping"), AgentTimeout)
     agent.close()
 
 
@@ -393,7 +413,7 @@ def test_timeout_on_partial_reply(fake: Callable[..., FakeAgent]) -> None:
     fa = fake(syncing_then(lambda req: b'{"return": {}, "id": ' + str(req["id"]).encode(), stop))
     agent = AgentClient(fa.path, timeout=0.5)
     agent.sync()
-    assert_bounded(lambda: agent.execute("guest-ping"), AgentTimeout, 2.0)
+    assert_gives_up(lambda: agent.execute("guest-ping"), AgentTimeout)
     stop.set()
     agent.close()
 
@@ -415,7 +435,7 @@ def test_stale_delimited_reply_and_id_matching(fake: Callable[..., FakeAgent]) -
 def test_disconnect_is_reported(fake: Callable[..., FakeAgent]) -> None:
     fa = fake(lambda conn: conn.close())
     agent = AgentClient(fa.path, timeout=2)
-    assert_bounded(agent.sync, AgentDisconnected, 2.5)
+    assert_gives_up(agent.sync, AgentDisconnected)
 
 
 def test_missing_socket(tmp_path: Path) -> None:
@@ -427,12 +447,10 @@ def test_missing_socket(tmp_path: Path) -> None:
 
 
 def test_cli_timeout_exit_status(fake: Callable[..., FakeAgent]) -> None:
-    fa = fake(silent)
-    start = time.monotonic()
+    fa = fake(silent)  # never answers: without --timeout run_cli's 60 s deadline would expire
     res = run_cli("-s", fa.path, "--timeout", "0.5", "ping")
     assert res.returncode == EXIT_UNREACHABLE
     assert b"no reply from the agent within the timeout" in res.stderr
-    assert time.monotonic() - start < 5
 
 
 def test_shutdown_no_reply_is_success(fake: Callable[..., FakeAgent]) -> None:
@@ -444,11 +462,9 @@ def test_shutdown_no_reply_is_success(fake: Callable[..., FakeAgent]) -> None:
         return None  # guest-shutdown sends nothing on success
 
     fa = fake(syncing_then(answer, stop))
-    start = time.monotonic()
-    res = run_cli("-s", fa.path, "--timeout", "1", "shutdown", "--mode", "reboot")
+    res = run_cli("-s", fa.path, "--timeout", "1", "shutdown", "--mode", "reboot")  # 60 s deadline
     stop.set()
     assert res.returncode == 0, res.stderr
-    assert time.monotonic() - start < 5
     assert seen and seen[0]["execute"] == "guest-shutdown"
     assert seen[0]["arguments"] == {"mode": "reboot"}
 
