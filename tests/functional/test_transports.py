@@ -125,7 +125,12 @@ def test_retry_path_waits_for_the_port_to_appear(agent_dir: str) -> None:
     proc = start_on("virtio-serial", link, agent_dir, "-r")
     master = -1
     try:
-        time.sleep(1.5)
+        # Two failed attempts logged: it stays up and retries (no fixed sleep to wait out).
+        deadline = time.monotonic() + 60
+        while proc.log().count("waiting for channel path...") < 2:
+            assert proc.proc.poll() is None, proc.log()
+            assert time.monotonic() < deadline, f"no retry logged: {proc.log()}"
+            time.sleep(0.05)
         assert proc.proc.poll() is None
         master, pts = new_pty()
         os.symlink(pts, link)
