@@ -7,14 +7,17 @@ skipped) and our own qemu-ga-py (`python -m qga`).
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -237,12 +240,20 @@ def test_raw(c_agent: str) -> None:
     assert json.loads(res.stdout)["error"]["desc"] == "Parameter 'id' is missing"
 
 
+def _wait_read_by_peer(sock: socket.socket) -> None:
+    """Poll until the peer has read everything sent on ``sock`` (SIOCOUTQ reaches 0)."""
+    deadline = time.monotonic() + 60
+    while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]:
+        assert time.monotonic() < deadline, "the agent never read the partial request"
+        time.sleep(0.01)
+
+
 def test_sync_flushes_partial_request_left_by_earlier_client(c_agent: str) -> None:
     """The agent's parser state survives reconnects; the 0xFF must flush it."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(c_agent)
         s.sendall(b'{"execute":"guest-ping","id":"pa')
-        time.sleep(0.2)
+        _wait_read_by_peer(s)
     with AgentClient(c_agent, timeout=5) as agent:
         assert agent.execute("guest-ping") == {}
 
