@@ -82,3 +82,16 @@ def wait_reaped(pid: int, timeout: float = 60.0) -> None:
     while os.path.exists(f"/proc/{pid}"):
         assert time.monotonic() < deadline, f"pid {pid} was not reaped within {timeout:g} s"
         time.sleep(0.005)
+
+
+def wait_signal_delivered(pid: int, signum: int, timeout: float = 60.0) -> None:
+    """Poll until ``signum`` sent to ``pid`` is no longer pending (its handler was entered)."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+        if not any(mask & bit for mask in pending):
+            return
+        assert time.monotonic() < deadline, f"signal {signum} still pending for pid {pid}"
+        time.sleep(0.01)

@@ -32,6 +32,7 @@ from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir
 from tests.agentproc import start
+from tests.hardening.util import wait_signal_delivered
 
 REPO = Path(__file__).resolve().parents[2]
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"]}
@@ -413,7 +414,7 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
         conn.sync()
         assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[loopfs.mnt]) == 1
         agent.proc.send_signal(15)
-        _wait_delivered(agent.pid, 15)
+        wait_signal_delivered(agent.pid, 15)
         # The delivered signal woke the loop before the first ping was sent, so its
         # handler ran by the time the loop reads the second: a stopping agent would
         # not answer it.  (The log cannot tell: it is held while frozen.)
@@ -424,19 +425,6 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
         assert agent.stop() == 0
     finally:
         agent.stop(9)
-
-
-def _wait_delivered(pid: int, signum: int) -> None:
-    """Poll until ``signum`` sent to ``pid`` is no longer pending (its handler was entered)."""
-    bit = 1 << (signum - 1)
-    deadline = time.monotonic() + 60
-    while True:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
-        if not any(mask & bit for mask in pending):
-            return
-        assert time.monotonic() < deadline, f"signal {signum} still pending for pid {pid}"
-        time.sleep(0.01)
 
 
 # -- the stock hook script (no root needed) ------------------------------------------------
