@@ -159,7 +159,7 @@ class AgentProcess:
 
     def connect(self, timeout: float = 10.0) -> Conn:
         """A new client connection (retries until the socket accepts)."""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log()}")

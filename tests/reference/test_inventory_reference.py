@@ -155,7 +155,7 @@ def _q(arg: str) -> str:
 
 
 def _connect(path: str, proc: "subprocess.Popen[bytes]", tmp: str) -> Conn:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         try:
             return Conn(path, 10)
