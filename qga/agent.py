@@ -1,6 +1,7 @@
 """The agent: state, channel, parser, dispatcher and signals around one loop."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -64,10 +65,8 @@ class PidFile:
     def release(self) -> None:
         """Remove the file (only ours: we hold the lock)."""
         if self.fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             os.close(self.fd)
             self.fd = None
 

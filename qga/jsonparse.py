@@ -156,7 +156,7 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
         if i >= n:
             raise _Err("premature EOI")
         t = types[i]
-        if t == _LC or t == _LS:
+        if t in (_LC, _LS):
             if i + 1 >= n:
                 raise _Err("premature EOI")
             if types[i + 1] == t + 1:  # empty {} / []
@@ -170,7 +170,7 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
             text = texts[i]
             val = text if isinstance(text, str) else _decode_string(text)  # type: ignore[arg-type]
             i += 1
-        elif t == _INT or t == _FLOAT:
+        elif t in (_INT, _FLOAT):
             val = _number(texts[i], t == _INT)  # type: ignore[arg-type]
             i += 1
         elif t == _KW:

@@ -271,7 +271,7 @@ class JsonStreamParser:
                 return pos
             c = buf[pos]
             digit = 0x30 <= c <= 0x39
-            if ns == _N_DIGITS or ns == _N_MANTD or ns == _N_EXPD:
+            if ns in (_N_DIGITS, _N_MANTD, _N_EXPD):
                 if digit:
                     pos = _DIGITS.match(buf, pos).end()
                     continue

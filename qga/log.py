@@ -130,7 +130,8 @@ class LogSetup:
 
     def _make_handler(self) -> logging.Handler:
         if self.logfile:
-            stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")
+            # The handler owns the stream until reopen() or exit: no with-block.
+            stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
             os.set_inheritable(stream.fileno(), False)
             handler: logging.Handler = logging.StreamHandler(stream)
             handler.setFormatter(QgaFormatter())

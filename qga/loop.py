@@ -10,6 +10,7 @@ their owners.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -75,10 +76,8 @@ class Loop:
             return
         if not mask:
             del self._fds[fd]
-            try:
+            with contextlib.suppress(OSError):  # already closed: the kernel dropped it from the set
                 self._ep.unregister(fd)
-            except OSError:
-                pass  # already closed: the kernel dropped it from the set
             return
         if mask != old[2]:
             try:
@@ -118,10 +117,8 @@ class Loop:
         """Run ``callback(*args)`` on the loop thread; callable from any thread."""
         with self._lock:
             self._pending.append((callback, args))
-        try:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop is already awake
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is already awake
 
     def in_loop_thread(self) -> bool:
         """True on the thread running the loop."""

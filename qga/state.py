@@ -7,6 +7,7 @@ frozen mode instead of believing the guest is thawed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -100,7 +101,5 @@ class StateDir:
 
     def remove_frozen_marker(self) -> None:
         """Remove the marker after a thaw."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.frozen_path)
-        except FileNotFoundError:
-            pass

@@ -21,6 +21,7 @@ cannot be interrupted and can legitimately take minutes on large disks.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -96,10 +97,8 @@ def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:
 
 
 def _close(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 def _thaw_mounts(mounts: List[Mount]) -> int:

@@ -21,6 +21,7 @@ has one; the refusals are ours.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -212,10 +213,8 @@ class UserSsh:
         finally:
             os.close(fd)
             if not done:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=ssh_fd)
-                except OSError:
-                    pass
 
     def _write_error(self, inner: str) -> QgaError:
         return QgaError(f"failed to write to '{self.keys_path}': {inner}")

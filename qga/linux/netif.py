@@ -84,7 +84,8 @@ def _request(msg_type: int, seq: int) -> bytes:
         # leaves out the per-link statistics blocks (a third of the dump time);
         # counters come from /proc/net/dev as in qemu-ga.  Older kernels ignore
         # the bit.  The dump order does not depend on it.
-        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK)
+                + struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
     else:
         body = b"\0" * 4  # struct rtgenmsg (AF_UNSPEC), padded: what glibc sends
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body

@@ -140,10 +140,7 @@ class Transport:
         out = self._out
         while out and fd is not None:
             try:
-                if len(out) == 1:
-                    n = os.write(fd, out[0])
-                else:
-                    n = os.writev(fd, list(islice(out, _IOV_MAX)))
+                n = os.write(fd, out[0]) if len(out) == 1 else os.writev(fd, list(islice(out, _IOV_MAX)))
             except (BlockingIOError, InterruptedError):
                 if not self._writing:
                     self._writing = True

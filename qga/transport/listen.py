@@ -6,6 +6,7 @@ The JSON parser's state is deliberately *not* reset between clients.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -100,10 +101,8 @@ class UnixListen(ListenTransport):
     """``-m unix-listen -p PATH``: the socket file is replaced at start and left at exit."""
 
     def _bind(self) -> socket.socket:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.bind(self.path)
