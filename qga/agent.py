@@ -161,7 +161,11 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGCHLD, lambda _: self.loop.reap_children())
-        self.loop.add_signal_handler(signal.SIGHUP, lambda _: self.logs and self.logs.reopen())
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, _signum: int) -> None:
+        if self.logs:
+            self.logs.reopen()
 
     def _on_stop_signal(self, signum: int) -> None:
         if self.registry.frozen and self.config.frozen_sigterm == "ignore":

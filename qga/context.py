@@ -51,7 +51,8 @@ class Context:
         with self._store_lock:
             if key not in self._stores:
                 self._stores[key] = factory()
-            return self._stores[key]
+            state: T = self._stores[key]
+            return state
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` when the agent stops (before the channel closes)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
-from typing import Any
+from typing import Any, Union
 
 from qga.jsonwriter import _NONCHAR, OutOfRangeNumber, _valid_cp, qemu_lossy_decode
 
@@ -151,7 +151,7 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
     n = len(types)
     i = 0
     # Frames: [is_dict, container, key, have_key]
-    stack: list[list] = []
+    stack: list[list[Any]] = []
     while True:
         if i >= n:
             raise _Err("premature EOI")
@@ -168,10 +168,10 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
                 continue
         elif t == _STR:
             text = texts[i]
-            val = text if isinstance(text, str) else _decode_string(text)  # type: ignore[arg-type]
+            val = text if isinstance(text, str) else _decode_string(text)
             i += 1
         elif t in (_INT, _FLOAT):
-            val = _number(texts[i], t == _INT)  # type: ignore[arg-type]
+            val = _number(texts[i], t == _INT)
             i += 1
         elif t == _KW:
             word = texts[i]
@@ -182,7 +182,7 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
             elif word == b"null":
                 val = None
             else:  # vsnprintf into char[1024] truncates
-                raise _Err(("invalid keyword '" + word.decode("ascii") + "'")[:1023])  # type: ignore[union-attr]
+                raise _Err(("invalid keyword '" + word.decode("ascii") + "'")[:1023])
             i += 1
         else:
             raise _Err("expecting value")
@@ -222,7 +222,7 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
             break
 
 
-def _pairs_hook(pairs: list) -> dict:
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
     if len(d) != len(pairs):
         raise _Dup
@@ -236,11 +236,12 @@ def _int_hook(text: str) -> Any:
 
 
 _decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
-_scan_once = json.scanner.make_scanner(_decoder)
+# typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
+_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 _FAIL = object()
 
 
-def _fast_decode(raw: bytes) -> Any:
+def _fast_decode(raw: Union[bytes, bytearray]) -> Any:
     """Decode a message the fast-path regex delimited, or return _FAIL."""
     if raw.isascii():
         text = raw.decode("ascii")

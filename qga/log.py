@@ -105,7 +105,7 @@ def _journal_module() -> Optional[Any]:
     if not os.environ.get("JOURNAL_STREAM"):
         return None
     try:
-        from systemd import journal  # type: ignore[import-not-found]
+        from systemd import journal
     except ImportError:  # also when a source tree's systemd/ folder shadows the package
         return None
     return journal

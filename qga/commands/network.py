@@ -24,7 +24,7 @@ from qga.registry import command
 
 log = logging.getLogger(__name__)
 
-_TYPES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+_TYPES: Dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 def _on_linux() -> bool:

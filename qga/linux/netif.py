@@ -192,8 +192,8 @@ def group_interfaces(links: List[Link], addrs: List[Address]) -> Tuple[List[Inte
         if link.name not in entries:
             entries[link.name] = Interface(link.name, link.index)
     for addr in addrs:
-        link = by_index.get(addr.index)
-        name = addr.label if addr.label else (link.name if link else None)
+        owner = by_index.get(addr.index)
+        name = addr.label if addr.label else (owner.name if owner else None)
         if name is None:  # address of a link that vanished between the dumps
             continue
         entry = entries.get(name)

@@ -73,11 +73,13 @@ class Transport:
 
     # -- reading ---------------------------------------------------------------
     def _want_reading(self) -> None:
-        want = self.fd is not None and not self._paused
-        if want and not self._reading:
-            self.loop.add_reader(self.fd, self._on_readable)
-        elif not want and self._reading and self.fd is not None:
-            self.loop.remove_reader(self.fd)
+        fd = self.fd
+        want = fd is not None and not self._paused
+        if fd is not None and want != self._reading:
+            if want:
+                self.loop.add_reader(fd, self._on_readable)
+            else:
+                self.loop.remove_reader(fd)
         self._reading = want
 
     def pause_reading(self) -> None:
