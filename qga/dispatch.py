@@ -171,11 +171,6 @@ class Dispatcher:
         """Requests waiting (for backpressure on the channel)."""
         return len(self.queue) + (1 if self._busy else 0)
 
-    @property
-    def busy_command(self) -> Optional[str]:
-        """Name of the command running in the worker, if any."""
-        return self._busy[1].name if self._busy else None
-
     def submit(self, items: List[Any]) -> None:
         """Queue parsed items and start what can start."""
         self.queue.extend(items)

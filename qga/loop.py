@@ -63,7 +63,6 @@ class Loop:
         self._signals: Dict[int, Callback] = {}
         self._children: Dict[int, Callback] = {}
         self._running = False
-        self._thread_id: Optional[int] = None
 
     # -- file descriptors -------------------------------------------------
     def _update(self, fd: int, reader: Optional[Callback], writer: Optional[Callback]) -> None:
@@ -119,10 +118,6 @@ class Loop:
             self._pending.append((callback, args))
         with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop is already awake
             os.write(self._wake_w, b"\0")
-
-    def in_loop_thread(self) -> bool:
-        """True on the thread running the loop."""
-        return self._thread_id == threading.get_ident()
 
     # -- signals and children -------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callback) -> None:
@@ -180,7 +175,6 @@ class Loop:
     def run(self) -> None:
         """Run until :meth:`stop`."""
         self._running = True
-        self._thread_id = threading.get_ident()
         fds = self._fds
         while self._running:
             timeout = -1.0

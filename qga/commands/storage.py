@@ -40,9 +40,8 @@ def _statvfs(ctx: Context) -> BoundedStatvfs:
 def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) -> Dict[str, Any]:
     """One GuestFilesystemInfo (schema member order); ``st`` None omits the byte counts."""
     info = DeviceInfo()
-    devpath = "%s/dev/block/%d:%d" % (sysfs.root, mount.devmajor, mount.devminor)
     try:
-        sysfs.walk(devpath, info)
+        sysfs.device_info((mount.devmajor, mount.devminor), info)
     except SysfsError as exc:  # qemu-ga fails the whole command here
         log.warning("guest-get-fsinfo: %s: %s (disk list may be incomplete)", mount.dirname, exc.desc)
     entry: Dict[str, Any] = {

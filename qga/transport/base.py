@@ -66,11 +66,6 @@ class Transport:
         """Release every descriptor."""
         self._detach_fd()
 
-    @property
-    def connected(self) -> bool:
-        """True when a host (client) can currently receive replies."""
-        return self.fd is not None
-
     # -- reading ---------------------------------------------------------------
     def _want_reading(self) -> None:
         fd = self.fd
@@ -108,11 +103,6 @@ class Transport:
             self.on_eof()
 
     # -- writing ---------------------------------------------------------------
-    @property
-    def pending_output(self) -> int:
-        """Bytes queued but not yet written."""
-        return self._out_bytes
-
     def write(self, data: bytes) -> None:
         """Queue ``data`` and write as much as the descriptor takes now (unless corked)."""
         if not data:

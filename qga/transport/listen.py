@@ -47,10 +47,6 @@ class ListenTransport(Transport):
         self.listener.setblocking(False)
         self.loop.add_reader(self.listener.fileno(), self._accept)
 
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
     def _accept(self) -> None:
         assert self.listener is not None
         try:
