@@ -80,7 +80,7 @@ def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:
         if wanted is not None and mount.dirname not in wanted:
             continue
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError as exc:
             raise QgaError(f"failed to open {mount.dirname}: {exc.strerror}") from None
         try:
@@ -105,7 +105,7 @@ def _thaw_mounts(mounts: List[Mount]) -> int:
     count = 0
     for mount in mounts:
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError:
             continue  # qemu-ga skips mounts it cannot open
         try:
@@ -281,7 +281,7 @@ def fstrim(ctx: Context, minimum: int = 0) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"path": mount.dirname}
         results.append(entry)
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError as exc:
             entry["error"] = f"failed to open: {exc.strerror}"
             continue
