@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from qga.cstring import c_text
 from qga.linux.sysfs import read_fd
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,6 @@ class Interface:
     link_index: int
     #: (family, packed address, prefix) in getifaddrs order.
     addresses: List[Tuple[int, bytes, int]] = field(default_factory=list)
-
-
-def _cstr(data: bytes) -> str:
-    return os.fsdecode(data.split(b"\0", 1)[0])
 
 
 def _request(msg_type: int, seq: int) -> bytes:
@@ -132,7 +129,7 @@ def _parse_link(buf: bytes, off: int, end: int) -> Link:
     name, hwaddr = "", None
     for kind, payload in _attributes(buf, off + _IFINFOMSG.size, end):
         if kind == IFLA_IFNAME:
-            name = _cstr(payload)
+            name = c_text(payload)
         elif kind == IFLA_ADDRESS:
             hwaddr = payload
     return Link(index, name, hwaddr)
@@ -149,7 +146,7 @@ def _parse_addr(buf: bytes, off: int, end: int) -> Optional[Address]:
         elif kind == IFA_LOCAL:
             local = payload
         elif kind == IFA_LABEL:
-            label = _cstr(payload)
+            label = c_text(payload)
     # glibc: IFA_LOCAL is the address when present (IFA_ADDRESS is then the peer).
     addr = local if local is not None else address
     if addr is None:
