@@ -10,6 +10,8 @@ import sys
 from typing import Optional
 
 from qga import sdnotify
+from qga.command import start_hooks
+from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
@@ -94,11 +96,13 @@ class Agent:
         self.loop = Loop()
         self.state = StateDir(config.statedir)
         if registry is None:
-            self.registry = Registry.from_config(config)
+            self.registry = Registry.from_config(config, load_commands())
         else:
             self.registry = registry
             registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
-        self.ctx = Context(config, self.state, self.loop, self.registry)
+        self.ctx = Context(config, self.state, self.loop, self.registry, logs.gate if logs else None)
+        for hook in start_hooks():
+            hook(self.ctx)
         self.parser = JsonStreamParser()
         self.dispatcher = Dispatcher(self.ctx, self._send, config.command_timeout)
         self.transport: Optional[Transport] = None
@@ -116,10 +120,10 @@ class Agent:
         except StateError as exc:
             raise StartupError(f"{exc}\nfailed to load persistent state") from None
         if frozen:
-            self.registry.frozen = True
-            log.warning(FROZEN_AT_START.format(self.state.frozen_path))
-            if self.logs:
-                self.logs.gate.set_frozen(True)
+            log.warning(FROZEN_AT_START.format(self.state.frozen_path))  # said before the gate closes
+            self.ctx.set_frozen(True, marker=False)
+        else:
+            self.state.forget_freeze_start()
 
     def _open_channel(self) -> bool:
         """Open the channel; False (and a retry scheduled) when ``-r`` allows waiting."""
@@ -175,8 +179,6 @@ class Agent:
         self.loop.stop()
 
     def _on_frozen(self, frozen: bool) -> None:
-        if self.logs:
-            self.logs.gate.set_frozen(frozen)
         if not frozen and self.pidfile is None and self._wants_pidfile():
             self._acquire_pidfile()  # deferred while frozen, as qemu-ga does
         self._status("filesystems frozen" if frozen else "filesystems thawed")

@@ -11,6 +11,7 @@ import sys
 from typing import Any, List, Optional
 
 from qga import QEMU_VERSION, __version__
+from qga.command import GROUPS
 from qga.config import (DEFAULT_CONFIG_PATH, DEFAULT_FSFREEZE_HOOK, METHODS, Config, ConfigError,
                         apply, config_path, dump, load_file, validate)
 
@@ -60,15 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-h", "--help", action="store_true", help="display this help and exit")
     x = p.add_argument_group("qemu-ga-py extensions (also config keys of the same name)")
     x.add_argument("--block-groups", metavar="LIST", action="append", type=_csv,
-                   help="comma-separated command groups to disable: info, unrestricted, user-auth, "
-                        "system-control, fsfreeze")
+                   help="comma-separated command groups to disable: "
+                        + ", ".join(g for g in GROUPS if g != "protocol"))
     x.add_argument("--self-test", action="store_true",
                    help="check the channel, state directory, freezable mounts, SELinux and the "
                         "command policy without changing anything; exit 1 if something is wrong")
     x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
-                   help="thaw automatically when filesystems stay frozen this long (default: 0, never)")
+                   help="thaw automatically when filesystems stay frozen this long, counted from the freeze "
+                        "even across an agent restart; 0 never thaws (default: 600)")
     x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
                    help="kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)")
+    x.add_argument("--fsfreeze-exclude", metavar="LIST", action="append", type=_csv,
+                   help="comma-separated mounts guest-fsfreeze-freeze leaves alone: entries starting "
+                        "with / are mount-point globs, others filesystem types (e.g. /mnt/scratch*,xfs); "
+                        "guest-fsfreeze-freeze-list still freezes what the host names")
     x.add_argument("--statvfs-timeout", metavar="SECS", type=float,
                    help="how long guest-get-fsinfo waits for one filesystem's statvfs (default: 2)")
     x.add_argument("--frozen-sigterm", metavar="ACTION", choices=("thaw", "ignore"),
@@ -97,7 +103,8 @@ _CLI_KEYS = {
     "daemonize": "daemon", "retry_path": "retry-path", "block_rpcs": "block-rpcs",
     "allow_rpcs": "allow-rpcs", "block_groups": "block-groups",
     "fsfreeze_timeout": "fsfreeze-timeout", "frozen_sigterm": "frozen-sigterm",
-    "fsfreeze_hook_timeout": "fsfreeze-hook-timeout", "statvfs_timeout": "statvfs-timeout",
+    "fsfreeze_hook_timeout": "fsfreeze-hook-timeout", "fsfreeze_exclude": "fsfreeze-exclude",
+    "statvfs_timeout": "statvfs-timeout",
     "command_timeout": "command-timeout", "interface_exclude": "interface-exclude",
     "file_nofollow": "file-nofollow", "max_file_handles": "max-file-handles",
     "max_exec_records": "max-exec-records", "max_concurrent_execs": "max-concurrent-execs",
@@ -122,9 +129,10 @@ def build_config(ns: argparse.Namespace) -> Config:
 
 
 def _print_command_names(config: Config) -> None:
+    from qga.commands import load
     from qga.registry import Registry
 
-    print("\n".join(Registry(extensions=config.extension_commands).names()))
+    print("\n".join(Registry(load(), extensions=config.extension_commands).names()))
 
 
 def policy_comment(config: Config) -> str:
@@ -136,9 +144,10 @@ def policy_comment(config: Config) -> str:
     """
     if not config.block_groups:
         return ""
+    from qga.commands import load
     from qga.registry import Registry
 
-    disabled = Registry.from_config(config).policy_disabled()
+    disabled = Registry.from_config(config, load()).policy_disabled()
     return ("# effective command policy (allow-rpcs, block-rpcs, block-groups); informational\n"
             f"# disabled-commands={';'.join(disabled)}\n")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from qga import keyfile
+from qga.command import GROUPS
 
 DEFAULT_CONFIG_PATH = "/etc/qemu/qemu-ga.conf"
 DEFAULT_FSFREEZE_HOOK = "/etc/qemu/fsfreeze-hook"
@@ -42,10 +43,10 @@ class Config:
     block_rpcs: List[str] = field(default_factory=list)
     allow_rpcs: Optional[List[str]] = None
     # --- extensions ---------------------------------------------------------
-    #: Command groups disabled as a whole (see qga.registry.GROUPS).
+    #: Command groups disabled as a whole (see qga.command.GROUPS).
     block_groups: List[str] = field(default_factory=list)
-    #: Seconds after which a freeze is undone by the agent itself; 0 = never.
-    fsfreeze_timeout: float = 0.0
+    #: Seconds after which the agent undoes a freeze (counted from the freeze, across restarts); 0 = never.
+    fsfreeze_timeout: float = 600.0
     #: Seconds the fsfreeze hook may run before it is killed; 0 = wait forever (qemu-ga).
     fsfreeze_hook_timeout: float = 300.0
     #: Seconds guest-get-fsinfo waits for one statvfs (a hung network filesystem).
@@ -54,6 +55,8 @@ class Config:
     frozen_sigterm: str = "thaw"
     #: Default per-command deadline in seconds (freeze/thaw have none).
     command_timeout: float = 60.0
+    #: Mount-point globs (``/...``) and filesystem types guest-fsfreeze-freeze leaves alone.
+    fsfreeze_exclude: List[str] = field(default_factory=list)
     #: Interface name globs hidden from guest-network-get-interfaces.
     interface_exclude: List[str] = field(default_factory=list)
     #: guest-file-open refuses to follow a final symlink.
@@ -109,7 +112,7 @@ KEYS: Dict[str, Callable[[str, str], Any]] = {
     "fsfreeze-hook": _STR, "statedir": _STR, "verbose": _BOOL, "retry-path": _BOOL,
     "block-rpcs": _LIST, "allow-rpcs": _LIST,
     "block-groups": _LIST, "fsfreeze-timeout": _as_float, "frozen-sigterm": _STR,
-    "fsfreeze-hook-timeout": _as_float, "statvfs-timeout": _as_float,
+    "fsfreeze-hook-timeout": _as_float, "fsfreeze-exclude": _LIST, "statvfs-timeout": _as_float,
     "command-timeout": _as_float, "interface-exclude": _LIST, "file-nofollow": _BOOL,
     "max-file-handles": _as_int, "max-exec-records": _as_int, "max-concurrent-execs": _as_int,
     "extension-commands": _BOOL,
@@ -117,7 +120,7 @@ KEYS: Dict[str, Callable[[str, str], Any]] = {
 #: The keys qemu-ga 10.2 knows, in the order its ``-D`` prints them.
 QEMU_KEYS = ("daemon", "method", "path", "logfile", "pidfile", "fsfreeze-hook", "statedir",
              "verbose", "retry-path", "block-rpcs", "allow-rpcs")
-LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "interface-exclude"})
+LIST_KEYS = frozenset({"block-rpcs", "allow-rpcs", "block-groups", "fsfreeze-exclude", "interface-exclude"})
 
 
 def config_path(cli_path: Optional[str]) -> "tuple[str, bool]":
@@ -173,8 +176,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"unsupported channel method/type: {config.method}")
     if not config.effective_path():
         raise ConfigError("must specify a path for this channel")
-    from qga.registry import GROUPS  # light: no command module is imported
-
     unknown = [g for g in config.block_groups if g not in GROUPS]
     if unknown:
         raise ConfigError(f"unknown command group '{unknown[0]}' in block-groups "

@@ -1,19 +1,24 @@
 """What a command handler may use of the running agent.
 
 Handlers receive a :class:`Context` as their first argument.  Per-subject
-state (open guest files, exec records, the freeze deadline) lives in
-``ctx.store(key, factory)`` so that the core never needs to know about a
-subject, and a new command module needs no change elsewhere.
+state (open guest files, exec records, the freeze state) is one object of the
+subject's own class, ``ctx.subject(FreezeState)``, so that the core never
+needs to know about a subject, and a new command module needs no change
+elsewhere.  The context is the one owner of frozen mode.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, List, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type, TypeVar
 
+from qga.config import Config
 from qga.loop import Loop
-from qga.registry import Registry
 from qga.state import StateDir
+
+if TYPE_CHECKING:
+    from qga.log import FrozenGate
+    from qga.registry import Registry
 
 T = TypeVar("T")
 
@@ -25,34 +30,32 @@ audit_log = logging.getLogger("qga.audit")
 #: arguments and the result).  ``None`` outside such a command.
 AUDIT_SCOPE = threading.local()
 
-#: Called with every new :class:`Context`: subject modules append a function
-#: here at import time to register per-agent hooks (e.g. thaw on shutdown).
-CONTEXT_HOOKS: List[Callable[["Context"], None]] = []
-
 
 class Context:
     """The agent's services for handlers: config, state, loop and registry."""
 
-    def __init__(self, config: Any, state: StateDir, loop: Loop, registry: Registry) -> None:
+    def __init__(self, config: Config, state: StateDir, loop: Loop, registry: "Registry",
+                 log_gate: Optional["FrozenGate"] = None) -> None:
+        """``log_gate`` holds log records back while frozen (the log file may be on a frozen disk)."""
         self.config = config
         self.state = state
         self.loop = loop
         self.registry = registry
-        self._stores: Dict[str, Any] = {}
-        self._store_lock = threading.Lock()
+        self.log_gate = log_gate
+        self._subjects: Dict[type, Any] = {}
+        self._subject_lock = threading.Lock()
         self._shutdown_hooks: List[Callable[[], None]] = []
-        #: Called with (frozen: bool) after the frozen state changes (logging gate, sd_notify).
+        #: Called on the loop thread with (frozen: bool) after frozen mode changes
+        #: (sd_notify status, the deferred pid file).
         self.frozen_listeners: List[Callable[[bool], None]] = []
-        for hook in CONTEXT_HOOKS:
-            hook(self)
 
-    def store(self, key: str, factory: Callable[[], T]) -> T:
-        """The subject state stored under ``key``, created on first use."""
-        with self._store_lock:
-            if key not in self._stores:
-                self._stores[key] = factory()
-            state: T = self._stores[key]
-            return state
+    def subject(self, kind: Type[T], make: Optional[Callable[[], T]] = None) -> T:
+        """The agent's one ``kind`` object, created on first use by ``make`` (default ``kind()``)."""
+        with self._subject_lock:
+            obj = self._subjects.get(kind)
+            if obj is None:
+                obj = self._subjects[kind] = (make or kind)()
+            return obj
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` when the agent stops (before the channel closes)."""
@@ -71,21 +74,29 @@ class Context:
         """True while filesystems are frozen by this agent (or a previous one)."""
         return self.registry.frozen
 
-    def set_frozen(self, frozen: bool) -> None:
-        """Enter or leave frozen mode.
+    def set_frozen(self, frozen: bool, *, marker: bool = True) -> None:
+        """Enter or leave frozen mode (the only place that does).
 
         Entering creates the ``qga.state.isfrozen`` marker *before* the caller
         issues any FIFREEZE, then gates commands and logging; leaving does the
-        reverse after the thaw.
+        reverse after the thaw.  ``marker=False``: a restarted agent found the
+        marker a previous instance left.  The log gate closes here, in the
+        calling thread, before any FIFREEZE; the listeners run on the loop
+        thread, as this may be called from the worker or a timer.
         """
         if frozen:
-            self.state.create_frozen_marker()
+            if marker:
+                self.state.create_frozen_marker()
             self.registry.frozen = True
+            if self.log_gate is not None:
+                self.log_gate.set_frozen(True)
         else:
             self.registry.frozen = False
             self.state.remove_frozen_marker()
+            if self.log_gate is not None:
+                self.log_gate.set_frozen(False)
         for listener in self.frozen_listeners:
-            listener(frozen)
+            self.loop.call_soon_threadsafe(listener, frozen)
 
     def audit(self, message: str, **fields: Any) -> None:
         """One audit record for a side-effecting command (never secrets or data).

@@ -20,7 +20,7 @@ from qga.errors import QgaError
 from qga.jsonstream import JsonParseError
 from qga.jsonwriter import dumps
 from qga.qdict import member_order
-from qga.registry import DEFAULT_DEADLINE, Command
+from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -83,22 +83,17 @@ def check_request(item: Any) -> Tuple[str, Dict[str, Any], Any]:
     return item["execute"], item.get("arguments", {}), item.get("id", _NO_ID)
 
 
-#: Arguments an audit record may show (Python names).  Anything else -- file
-#: data (buf-b64), exec input and environment, passwords, ssh keys -- is only
-#: named in ``withheld``, never written.
-AUDIT_ARGS = frozenset({
-    "path", "mode", "handle", "offset", "whence", "count", "mountpoints", "minimum", "username",
-    "crypted", "reset", "time", "arg", "capture_output", "pid", "signal", "x_timeout", "vcpus",
-    "mem_blks",
-})
-
-
 def audit_record(cmd: Command, kwargs: Dict[str, Any], result: str,
                  error: Optional[str] = None, extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write the one audit record of an ``audit=True`` command."""
+    """Write the one audit record of an audited command.
+
+    It shows the arguments the command declares in ``audit``; anything else --
+    file data (buf-b64), exec input and environment, passwords, ssh keys -- is
+    only named in ``withheld``, never written.
+    """
     fields: Dict[str, Any] = {"command": cmd.name}
-    fields.update((k, v) for k, v in kwargs.items() if k in AUDIT_ARGS)
-    withheld = sorted(k for k in kwargs if k not in AUDIT_ARGS)
+    fields.update((k, v) for k, v in kwargs.items() if k in cmd.audit_args)
+    withheld = sorted(k for k in kwargs if k not in cmd.audit_args)
     if withheld:
         fields["withheld"] = ",".join(withheld)
     for key, value in (extra or {}).items():
@@ -150,7 +145,8 @@ class Dispatcher:
     """Runs requests in arrival order and sends each reply through ``send``."""
 
     def __init__(self, ctx: Context, send: Callable[[bytes], None],
-                 default_deadline: Optional[float] = None) -> None:
+                 default_deadline: float = 60.0) -> None:
+        """``default_deadline``: seconds for commands declared with COMMAND_TIMEOUT."""
         self.ctx = ctx
         self.send = send
         self.default_deadline = default_deadline
@@ -204,9 +200,7 @@ class Dispatcher:
         self._job += 1
         job = self._job
         self._busy = (job, cmd)
-        deadline = cmd.deadline
-        if deadline == DEFAULT_DEADLINE and self.default_deadline is not None:
-            deadline = self.default_deadline
+        deadline = self.default_deadline if cmd.deadline is COMMAND_TIMEOUT else cmd.deadline
         if deadline is not None:
             when = time.monotonic() + deadline
             self._deadline = (job, when, cmd, rid, deadline, kwargs)

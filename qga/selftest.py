@@ -3,10 +3,11 @@
 Checks, in order: the channel (the device exists and opens, or the socket's
 directory is writable), the state directory (exists, writable, no frozen
 marker), the pid file and log file locations, the fsfreeze hook, the mounts
-that guest-fsfreeze-freeze would freeze (with their types), SELinux, and the
-command policy.  Nothing is created, written, locked, bound or frozen: the
-channel device is opened ``O_RDWR|O_NONBLOCK`` and closed at once, mount
-points are opened read-only as a freeze would, then closed.
+that guest-fsfreeze-freeze would freeze (with their types) and those
+``fsfreeze-exclude`` keeps out, SELinux, and the command policy.  Nothing is
+created, written, locked, bound or frozen: the channel device is opened
+``O_RDWR|O_NONBLOCK`` and closed at once, mount points are opened read-only
+as a freeze would, then closed.
 
 Each line is ``OK``, ``WARN``, ``FAIL`` or ``INFO``; the exit status is 1 when
 any check failed.
@@ -22,6 +23,7 @@ from typing import Callable, List, Optional, TextIO, Tuple
 
 from qga.config import Config
 from qga.errors import selinux_enforcing
+from qga.linux.helpers import unsafe_to_run
 
 #: Filesystem types whose kernel driver implements FIFREEZE (others answer
 #: EOPNOTSUPP, which guest-fsfreeze-freeze skips).
@@ -152,16 +154,19 @@ class SelfTest:
             self._check_parent_writable(f"log file {self.config.logfile}", self.config.logfile)
         hook = self.config.fsfreeze_hook
         if hook:
+            refusal = unsafe_to_run(hook)
             if not os.path.isfile(hook):
                 self.add("FAIL", f"fsfreeze hook {hook}", "does not exist")
             elif not os.access(hook, os.X_OK):
                 self.add("FAIL", f"fsfreeze hook {hook}", "is not executable")
+            elif refusal:
+                self.add("FAIL", f"fsfreeze hook {hook}", f"would be refused: {refusal}")
             else:
                 self.add("OK", f"fsfreeze hook {hook}", "exists and is executable")
 
     def check_mounts(self) -> None:
-        """The mounts guest-fsfreeze-freeze works on, with their types."""
-        from qga.linux.mounts import list_mounts
+        """The mounts guest-fsfreeze-freeze works on, with their types, and the excluded ones."""
+        from qga.linux.mounts import exclusion, list_mounts
 
         try:
             mounts = list_mounts(self.mountinfo)
@@ -173,6 +178,11 @@ class SelfTest:
             return
         for mount in mounts:
             subject = f"mount {mount.dirname} ({mount.devtype}, {mount.source})"
+            pattern = exclusion(mount, self.config.fsfreeze_exclude)
+            if pattern is not None:
+                self.add("INFO", subject, f"not frozen by guest-fsfreeze-freeze: fsfreeze-exclude "
+                                          f"entry '{pattern}' (freeze-list can still name it)")
+                continue
             try:
                 fd = os.open(mount.dirname, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
@@ -207,9 +217,11 @@ class SelfTest:
 
     def check_policy(self) -> None:
         """Enabled and disabled commands by group."""
-        from qga.registry import GROUPS, Registry
+        from qga.command import GROUPS
+        from qga.commands import load
+        from qga.registry import Registry
 
-        registry = Registry(extensions=self.config.extension_commands)
+        registry = Registry(load(), extensions=self.config.extension_commands)
         try:
             registry.configure(self.config.allow_rpcs, self.config.block_rpcs, self.config.block_groups)
         except ValueError as exc:

@@ -10,14 +10,14 @@ from qga.cstring import os_bytes, os_text
 from qga.errors import QgaError
 from qga.linux.authkeys import UserSsh, read_or_none
 from qga.linux.helpers import helper_timeout, run_helper
-from qga.registry import command
+from qga.command import command
 
 #: Overridable by tests: chpasswd is looked up in PATH, as qemu-ga does.
 CHPASSWD = "chpasswd"
 
 
-@command("guest-set-user-password", group="user-auth",
-         args={"username": "str", "password": "str", "crypted": "bool"}, audit=True)
+@command("guest-set-user-password", order=27, group="user-auth",
+         args={"username": "str", "password": "str", "crypted": "bool"}, audit=("username", "crypted"))
 def set_user_password(ctx: Context, username: str, password: str, crypted: bool) -> None:
     """Set a password through chpasswd's stdin (never on a command line)."""
     ctx.audit("guest-set-user-password called", username=username, crypted=crypted)
@@ -51,7 +51,7 @@ def _check_keys(keys: Sequence[str]) -> List[str]:
     return keys
 
 
-@command("guest-ssh-get-authorized-keys", group="user-auth", args={"username": "str"})
+@command("guest-ssh-get-authorized-keys", order=38, group="user-auth", args={"username": "str"})
 def ssh_get_authorized_keys(ctx: Context, username: str) -> Dict[str, Any]:
     """Stripped non-comment lines, in reverse file order (as qemu-ga)."""
     text = _lookup(username).read()
@@ -59,8 +59,8 @@ def ssh_get_authorized_keys(ctx: Context, username: str) -> Dict[str, Any]:
     return {"keys": [k for k in reversed(keys) if k and not k.startswith("#")]}
 
 
-@command("guest-ssh-add-authorized-keys", group="user-auth",
-         args={"username": "str", "keys": ["str"], "*reset": "bool"}, audit=True)
+@command("guest-ssh-add-authorized-keys", order=39, group="user-auth",
+         args={"username": "str", "keys": ["str"], "*reset": "bool"}, audit=("username", "reset"))
 def ssh_add_authorized_keys(ctx: Context, username: str, keys: List[str], reset: bool = False) -> None:
     """Append keys not already present as exact lines (``reset``: replace all)."""
     keys = _check_keys(keys)
@@ -74,8 +74,8 @@ def ssh_add_authorized_keys(ctx: Context, username: str, keys: List[str], reset:
     user.write("\n".join(lines), create_dir=text is None)
 
 
-@command("guest-ssh-remove-authorized-keys", group="user-auth",
-         args={"username": "str", "keys": ["str"]}, audit=True)
+@command("guest-ssh-remove-authorized-keys", order=40, group="user-auth",
+         args={"username": "str", "keys": ["str"]}, audit=("username",))
 def ssh_remove_authorized_keys(ctx: Context, username: str, keys: List[str]) -> None:
     """Drop every line equal to one of ``keys``; a missing file is success."""
     keys = _check_keys(keys)

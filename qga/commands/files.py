@@ -21,7 +21,7 @@ from qga.errors import QgaError, os_error
 from qga.linux import qbase64
 from qga.linux.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
 from qga.jsonwriter import base64_text
-from qga.registry import command
+from qga.command import command
 from qga.schema import Alternate, Enum
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,12 @@ GuestFileWhence = Alternate("GuestFileWhence", ["int", Enum("QGASeek", "set", "c
 _WHENCE_CODES = {0: os.SEEK_SET, 1: os.SEEK_CUR, 2: os.SEEK_END}
 _WHENCE_NAMES = {"set": os.SEEK_SET, "cur": os.SEEK_CUR, "end": os.SEEK_END}
 
-FileTable = Dict[int, GuestFile]
+class FileTable(Dict[int, GuestFile]):
+    """The open guest-file handles of one agent."""
 
 
 def _table(ctx: Context) -> FileTable:
-    return ctx.store("guest-files", dict)
+    return ctx.subject(FileTable)
 
 
 def _find(ctx: Context, handle: int) -> GuestFile:
@@ -49,7 +50,7 @@ def _find(ctx: Context, handle: int) -> GuestFile:
     return gfile
 
 
-@command("guest-file-open", group="unrestricted", audit=True,
+@command("guest-file-open", order=8, group="unrestricted", audit=("path", "mode"),
          args={"path": "str", "*mode": "str"})
 def file_open(ctx: Context, path: str, mode: str = "r") -> int:
     """Open ``path`` with an fopen ``mode``; returns the new handle."""
@@ -80,7 +81,7 @@ def file_open(ctx: Context, path: str, mode: str = "r") -> int:
     return handle
 
 
-@command("guest-file-close", group="unrestricted", audit=True, args={"handle": "int"})
+@command("guest-file-close", order=9, group="unrestricted", audit=("handle",), args={"handle": "int"})
 def file_close(ctx: Context, handle: int) -> None:
     """Close a handle (it is forgotten even if close(2) reports an error)."""
     log.info("guest-file-close called, handle: %d", handle)
@@ -93,7 +94,7 @@ def file_close(ctx: Context, handle: int) -> None:
         raise os_error("failed to close handle", exc) from None
 
 
-@command("guest-file-read", group="unrestricted", args={"handle": "int", "*count": "int"})
+@command("guest-file-read", order=10, group="unrestricted", args={"handle": "int", "*count": "int"})
 def file_read(ctx: Context, handle: int, count: int = READ_COUNT_DEFAULT) -> Dict[str, Any]:
     """Read up to ``count`` bytes: ``{"count", "buf-b64", "eof"}``."""
     gfile = _find(ctx, handle)
@@ -106,7 +107,7 @@ def file_read(ctx: Context, handle: int, count: int = READ_COUNT_DEFAULT) -> Dic
     return {"count": len(data), "buf-b64": base64_text(data), "eof": eof}
 
 
-@command("guest-file-write", group="unrestricted",
+@command("guest-file-write", order=11, group="unrestricted",
          args={"handle": "int", "buf-b64": "str", "*count": "int"})
 def file_write(ctx: Context, handle: int, buf_b64: str,
                count: Optional[int] = None) -> Dict[str, Any]:
@@ -124,7 +125,7 @@ def file_write(ctx: Context, handle: int, buf_b64: str,
     return {"count": written, "eof": False}
 
 
-@command("guest-file-seek", group="unrestricted",
+@command("guest-file-seek", order=12, group="unrestricted",
          args={"handle": "int", "offset": "int", "whence": GuestFileWhence})
 def file_seek(ctx: Context, handle: int, offset: int, whence: Any) -> Dict[str, Any]:
     """Move the position: ``{"position", "eof"}`` (eof is always false after a seek)."""
@@ -144,7 +145,7 @@ def file_seek(ctx: Context, handle: int, offset: int, whence: Any) -> Dict[str, 
     return {"position": position, "eof": False}
 
 
-@command("guest-file-flush", group="unrestricted", args={"handle": "int"})
+@command("guest-file-flush", order=13, group="unrestricted", args={"handle": "int"})
 def file_flush(ctx: Context, handle: int) -> None:
     """Nothing is buffered in the agent; the handle is still checked."""
     _find(ctx, handle)

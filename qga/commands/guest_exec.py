@@ -37,7 +37,7 @@ from qga.errors import QgaError
 from qga.linux import qbase64
 from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
 from qga.jsonwriter import base64_text
-from qga.registry import command
+from qga.command import command
 from qga.schema import Alternate, Enum
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class ExecTable:
 
 
 def _table(ctx: Context) -> ExecTable:
-    return ctx.store("guest-exec", ExecTable)
+    return ctx.subject(ExecTable)
 
 
 def _capture_mode(value: Union[None, bool, str]) -> str:
@@ -226,7 +226,7 @@ def _kill(rec: ExecRecord, signum: int) -> None:
 
 
 # -- commands -----------------------------------------------------------------------
-@command("guest-exec", group="unrestricted", audit=True,
+@command("guest-exec", order=32, group="unrestricted", audit=("path", "arg", "capture-output", "x-timeout"),
          args={"path": "str", "*arg": ["str"], "*env": ["str"], "*input-data": "str",
                "*capture-output": GuestExecCaptureOutput, "*x-timeout": "number"})
 def guest_exec(ctx: Context, path: str, arg: Optional[List[str]] = None,
@@ -275,7 +275,7 @@ def _encode(stream: Optional[Stream], result: Dict[str, Any], name: str) -> None
         result[f"{name}-truncated"] = stream.truncated
 
 
-@command("guest-exec-status", group="unrestricted", args={"pid": "int"}, inline=True)
+@command("guest-exec-status", order=31, group="unrestricted", args={"pid": "int"}, inline=True)
 def guest_exec_status(ctx: Context, pid: int) -> Dict[str, Any]:
     """``{"exited": false}`` while running; the full status once, then forgotten."""
     log.debug("guest-exec-status called, pid: %d", pid)
@@ -298,7 +298,7 @@ def guest_exec_status(ctx: Context, pid: int) -> Dict[str, Any]:
     return result
 
 
-@command("x-guest-exec-kill", group="unrestricted", audit=True, extension=True,
+@command("x-guest-exec-kill", group="unrestricted", audit=("pid", "signal"),
          args={"pid": "int", "*signal": "int"})
 def guest_exec_kill(ctx: Context, pid: int, signal: int = 9) -> None:
     """Extension: send ``signal`` (default SIGKILL) to a guest-exec child's process group."""

@@ -6,14 +6,14 @@ from typing import Optional
 from qga.context import Context
 from qga.linux import on_linux, power
 from qga.linux.helpers import helper_timeout
-from qga.registry import command
+from qga.command import command
 
 #: Overridable by tests: where the programs and /sys/power/state are.
 PATHS = power.PowerPaths()
 
 
-@command("guest-shutdown", group="system-control", args={"*mode": "str"},
-         success_response=False, audit=True)
+@command("guest-shutdown", order=7, group="system-control", args={"*mode": "str"},
+         success_response=False, audit=("mode",))
 def shutdown(ctx: Context, mode: Optional[str] = None) -> None:
     """Power down (default), halt or reboot the guest."""
     mode = "powerdown" if mode is None else mode
@@ -26,21 +26,21 @@ def _suspend(ctx: Context, mode: str) -> None:
     power.suspend(mode, PATHS)
 
 
-@command("guest-suspend-disk", group="system-control", success_response=False, audit=True,
+@command("guest-suspend-disk", order=19, group="system-control", success_response=False, audit=True,
          available=on_linux)
 def suspend_disk(ctx: Context) -> None:
     """Hibernate (suspend to disk)."""
     _suspend(ctx, "disk")
 
 
-@command("guest-suspend-ram", group="system-control", success_response=False, audit=True,
+@command("guest-suspend-ram", order=20, group="system-control", success_response=False, audit=True,
          available=on_linux)
 def suspend_ram(ctx: Context) -> None:
     """Suspend to RAM."""
     _suspend(ctx, "ram")
 
 
-@command("guest-suspend-hybrid", group="system-control", success_response=False, audit=True,
+@command("guest-suspend-hybrid", order=21, group="system-control", success_response=False, audit=True,
          available=on_linux)
 def suspend_hybrid(ctx: Context) -> None:
     """Hybrid sleep (systemd or pm-utils only)."""

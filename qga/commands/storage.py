@@ -20,7 +20,7 @@ from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
 from qga.linux.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
-from qga.registry import command
+from qga.command import command
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _U64 = (1 << 64) - 1
 
 def _statvfs(ctx: Context) -> BoundedStatvfs:
     timeout = ctx.config.statvfs_timeout
-    return ctx.store("storage.statvfs", lambda: BoundedStatvfs(timeout))
+    return ctx.subject(BoundedStatvfs, lambda: BoundedStatvfs(timeout))
 
 
 def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) -> Dict[str, Any]:
@@ -53,7 +53,7 @@ def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) ->
     return entry
 
 
-@command("guest-get-fsinfo", group="info", available=on_linux)
+@command("guest-get-fsinfo", order=26, group="info", available=on_linux)
 def get_fsinfo(ctx: Context) -> List[Dict[str, Any]]:
     """Mounted block filesystems in reverse mount order, with their disks."""
     try:
@@ -72,7 +72,7 @@ def get_fsinfo(ctx: Context) -> List[Dict[str, Any]]:
     return result
 
 
-@command("guest-get-disks", group="info", available=on_linux)
+@command("guest-get-disks", order=25, group="info", available=on_linux)
 def get_disks(ctx: Context) -> List[Dict[str, Any]]:
     """Disks and partitions from /sys/block (reverse discovery order)."""
     try:
@@ -83,7 +83,7 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
 
 # Inline: one procfs read that never waits on a device; the worker handoff
 # would cost more than the read itself.
-@command("guest-get-diskstats", group="info", inline=True, available=on_linux)
+@command("guest-get-diskstats", order=41, group="info", inline=True, available=on_linux)
 def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
     """Every /proc/diskstats line."""
     return read_diskstats()

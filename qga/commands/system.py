@@ -11,20 +11,20 @@ from qga.context import Context
 from qga.errors import QgaError
 from qga.linux import clock, osrelease, utmp
 from qga.linux.helpers import helper_timeout
-from qga.registry import command
+from qga.command import command
 
 #: Overridable by tests (the readers take the path as a parameter).
 UTMP_PATH = utmp.DEFAULT_PATH
 OS_RELEASE_PATHS = osrelease.DEFAULT_PATHS
 
 
-@command("guest-get-time", group="info", inline=True)
+@command("guest-get-time", order=4, group="info", inline=True)
 def get_time(ctx: Context) -> int:
     """CLOCK_REALTIME in ns, microsecond resolution (the last 3 digits are 000)."""
     return clock.now_ns()
 
 
-@command("guest-set-time", group="system-control", args={"*time": "int"}, audit=True)
+@command("guest-set-time", order=5, group="system-control", args={"*time": "int"}, audit=("time",))
 def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (wire name)
     """Set the clock to ``time`` and write it to the RTC, or without ``time``
     set the clock from the RTC (libvirt's ``domtime --sync``)."""
@@ -37,7 +37,7 @@ def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (w
     clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
 
 
-@command("guest-get-timezone", group="info", inline=True)
+@command("guest-get-timezone", order=35, group="info", inline=True)
 def get_timezone(ctx: Context) -> Dict[str, Any]:
     """Abbreviation and UTC offset (seconds east) of the local zone, now."""
     now = time.localtime()
@@ -48,7 +48,7 @@ def get_timezone(ctx: Context) -> Dict[str, Any]:
     return result
 
 
-@command("guest-get-host-name", group="info", inline=True)
+@command("guest-get-host-name", order=33, group="info", inline=True)
 def get_host_name(ctx: Context) -> Dict[str, str]:
     """gethostname(), not cached; ``localhost`` if it fails."""
     try:
@@ -58,19 +58,19 @@ def get_host_name(ctx: Context) -> Dict[str, str]:
     return {"host-name": name}
 
 
-@command("guest-get-osinfo", group="info", inline=True)
+@command("guest-get-osinfo", order=36, group="info", inline=True)
 def get_osinfo(ctx: Context) -> Dict[str, str]:
     """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
     return osrelease.osinfo(paths=OS_RELEASE_PATHS)
 
 
-@command("guest-get-users", group="info", inline=True)
+@command("guest-get-users", order=34, group="info", inline=True)
 def get_users(ctx: Context) -> List[Dict[str, Any]]:
     """Logged-in users from utmp: one entry per user, earliest login time."""
     return utmp.logged_in_users(UTMP_PATH)
 
 
-@command("guest-get-load", group="info", inline=True, available=lambda: hasattr(os, "getloadavg"))
+@command("guest-get-load", order=43, group="info", inline=True, available=lambda: hasattr(os, "getloadavg"))
 def get_load(ctx: Context) -> Dict[str, float]:
     """1, 5 and 15 minute load averages."""
     try:

@@ -1,4 +1,4 @@
-"""System clock and RTC (guest-get-time / guest-set-time)."""
+"""System clock and RTC (guest-get-time / guest-set-time); the boot clock and boot id."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,21 @@ from qga.linux.helpers import run_helper
 
 HWCLOCK = "/sbin/hwclock"
 NSEC = 1_000_000_000
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boottime() -> float:
+    """CLOCK_BOOTTIME in seconds: monotonic, counts suspend, restarts from 0 at boot."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_id(path: str = BOOT_ID) -> str:
+    """The kernel's random id of this boot ("" when unreadable): a reboot changes it."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def now_ns() -> int:

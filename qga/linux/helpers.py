@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import signal
+import stat
 from typing import Mapping, Optional, Sequence
 
 from qga.errors import QgaError
@@ -65,6 +66,25 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
         raise QgaError("child process has terminated abnormally" + (f": {text}" if text else ""))
     if status != 0:
         raise QgaError(f"child process has failed to {action}: " + (text or f"exit status {status}"))
+
+
+def unsafe_to_run(path: str) -> Optional[str]:
+    """Why the program ``path`` must not be run by the agent, or None.
+
+    Whoever can change it runs code as root when the agent runs it (the
+    fsfreeze hook): it must belong to root (or to the agent's own user) and
+    not be writable by group or others.  None also when it cannot be
+    stat-ed: the exec then fails and reports that as qemu-ga does.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
 
 
 def helper_timeout(config: object) -> Optional[float]:

@@ -7,11 +7,12 @@ seen device dropped, so bind mounts are not frozen twice.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -89,6 +90,22 @@ def parse_mounts(text: str) -> List[Mount]:
         seen.add(dev)
         mounts.append(Mount(dirname, devtype, dev[0], dev[1], source))
     return mounts
+
+
+def exclusion(mount: Mount, patterns: Sequence[str]) -> Optional[str]:
+    """The first ``fsfreeze-exclude`` entry that matches ``mount``, or None.
+
+    An entry starting with ``/`` is a shell glob matched against the whole
+    mount point (``*`` also matches ``/``); any other entry is a filesystem
+    type, matched exactly (``xfs``, ``fuse.sshfs``).
+    """
+    for pattern in patterns:
+        if pattern.startswith("/"):
+            if fnmatch.fnmatchcase(mount.dirname, pattern):
+                return pattern
+        elif mount.devtype == pattern:
+            return pattern
+    return None
 
 
 def list_mounts(mountinfo: str = "/proc/self/mountinfo", mounts: str = "/proc/self/mounts") -> List[Mount]:

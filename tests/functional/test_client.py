@@ -20,8 +20,8 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from qga.client_cli import EXIT_AGENT_ERROR, EXIT_EXEC_TIMEOUT, EXIT_UNREACHABLE
-from qga.client import (
+from qga.host.cli import EXIT_AGENT_ERROR, EXIT_EXEC_TIMEOUT, EXIT_UNREACHABLE
+from qga.host.client import (
     AgentClient,
     AgentDisconnected,
     AgentError,
@@ -83,8 +83,8 @@ def c_agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def run_cli(*args: str, stdin: Optional[bytes] = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `python -m qga.client_cli ARGS` as an administrator would run qga-client."""
-    return subprocess.run([sys.executable, "-m", "qga.client_cli", *args], input=stdin,
+    """Run `python -m qga.host.cli ARGS` as an administrator would run qga-client."""
+    return subprocess.run([sys.executable, "-m", "qga.host.cli", *args], input=stdin,
                           capture_output=True, timeout=timeout, cwd=str(REPO))
 
 
@@ -490,6 +490,6 @@ def test_blocked_sync_is_reported(fake: Callable[..., FakeAgent]) -> None:
 def test_usage_errors() -> None:
     res = run_cli("ping", timeout=30)
     assert res.returncode == 2
-    res = subprocess.run([sys.executable, "-m", "qga.client_cli", "-s", "/x", "exec"],
+    res = subprocess.run([sys.executable, "-m", "qga.host.cli", "-s", "/x", "exec"],
                          capture_output=True, cwd=str(REPO), env=dict(os.environ, QGA_SOCKET=""))
     assert res.returncode == 2

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
 from tests.agentproc import AgentProcess, Conn, start
+from tests.qemu_schema import LINUX_NAMES as QEMU_10_2
 
 HELLO = b"Hello World!\n\0"
-QEMU_10_2 = json.loads((Path(__file__).parents[1] / "data/qemu/commands-10.2-linux.json").read_text())["commands"]
 
 
 def b64(data: bytes) -> str:

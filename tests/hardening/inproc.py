@@ -16,7 +16,9 @@ from qga.context import Context
 from qga.dispatch import Dispatcher
 from qga.jsonstream import JsonStreamParser
 from qga.loop import Loop
-from qga.registry import Command, Registry, load_command_modules
+from qga.command import Command, start_hooks
+from qga.commands import load
+from qga.registry import Registry
 from qga.state import StateDir
 
 #: Groups whose handlers really run in-process.
@@ -29,11 +31,8 @@ def _stub(ctx: Context, **kwargs: Any) -> Dict[str, Any]:
 
 def safe_commands() -> List[Command]:
     """Every declared command; side-effecting handlers replaced by a stub."""
-    from qga import registry
-
-    load_command_modules()
     return [cmd if cmd.group in REAL_GROUPS else dataclasses.replace(cmd, func=_stub)
-            for cmd in registry._DECLARED.values()]  # noqa: SLF001  (test introspection)
+            for cmd in load()]
 
 
 def arg_members(cmd: Command) -> List[str]:
@@ -57,6 +56,8 @@ class InProcessAgent:
         self.registry = Registry(safe_commands())
         self.registry.configure(None, [], blocked_groups or [])
         self.ctx = Context(self.config, self.state, self.loop, self.registry)
+        for hook in start_hooks():
+            hook(self.ctx)
         self.parser = JsonStreamParser()
         self.sent: List[bytes] = []
         self.dispatcher = Dispatcher(self.ctx, self.sent.append, deadline)

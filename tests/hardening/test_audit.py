@@ -15,6 +15,7 @@ import re
 from typing import Any, Dict, List
 
 from qga.log import JournalHandler
+from qga.commands import load
 from qga.registry import Registry
 from tests.agentproc import start
 
@@ -28,7 +29,7 @@ NOT_AUDITED = {"guest-file-read", "guest-file-write", "guest-file-seek", "guest-
 
 
 def test_side_effecting_commands_are_declared_audited() -> None:
-    registry = Registry()
+    registry = Registry(load())
     missing = [name for name, cmd in registry.commands.items()
                if cmd.group not in ("protocol", "info") and not cmd.audit and name not in NOT_AUDITED]
     assert not missing, f"side-effecting commands without audit=True: {missing}"
@@ -108,7 +109,7 @@ def test_audit_record_as_journald_fields() -> None:
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        cmd = Registry().commands["guest-exec"]
+        cmd = Registry(load()).commands["guest-exec"]
         audit_record(cmd, {"path": "/bin/true", "arg": ["x"], "input_data": "c2VjcmV0"}, "ok",
                      extra={"pid": 42})
     finally:

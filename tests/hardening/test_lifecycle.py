@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from qga.registry import FROZEN_SAFE
+from qga.commands import load
+from qga.registry import Registry
 from tests.agentproc import REPO, ours_argv, start
 
 
@@ -109,7 +110,7 @@ def test_frozen_marker_at_startup_means_frozen_mode(agent_dir: str) -> None:
         conn = proc.connect()
         conn.sync()
         info = {c["name"]: c["enabled"] for c in conn.cmd("guest-info")["supported_commands"]}
-        assert {n for n, enabled in info.items() if enabled} == FROZEN_SAFE
+        assert {n for n, enabled in info.items() if enabled} == Registry(load()).frozen_safe
         assert conn.cmd("guest-fsfreeze-status") == "frozen"
         reply = conn.request({"execute": "guest-get-osinfo"})
         assert reply == {"error": {"class": "CommandNotFound",

@@ -14,11 +14,12 @@ import pytest
 
 from qga import errors
 from qga.config import Config
-from qga.registry import FROZEN_SAFE, Registry
+from qga.commands import load
+from qga.registry import Registry
 from qga.selftest import SelfTest, run_self_test
 from tests.agentproc import REPO, start
 
-UNRESTRICTED = sorted(n for n, c in Registry().commands.items() if c.group == "unrestricted")
+UNRESTRICTED = sorted(n for n, c in Registry(load()).commands.items() if c.group == "unrestricted")
 
 
 def run_cli(*argv: str, env: dict = None) -> subprocess.CompletedProcess:
@@ -73,7 +74,7 @@ def test_protocol_group_cannot_be_disabled(agent_dir: str) -> None:
 
 def test_new_command_joins_a_group() -> None:
     """Every registered command has a group, so a later addition cannot escape a block."""
-    registry = Registry()
+    registry = Registry(load())
     for group in ("info", "unrestricted", "user-auth", "system-control", "fsfreeze"):
         registry.configure(None, [], [group])
         disabled = set(registry.policy_disabled())
@@ -222,5 +223,5 @@ def test_self_test_opens_char_device_and_reports_selinux(tmp_path) -> None:
 
 
 def test_frozen_safe_list_is_qemus() -> None:
-    assert FROZEN_SAFE == {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited",
-                           "guest-fsfreeze-status", "guest-fsfreeze-thaw"}
+    assert Registry(load()).frozen_safe == {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited",
+                                            "guest-fsfreeze-status", "guest-fsfreeze-thaw"}

@@ -1,4 +1,4 @@
-"""qga.manpage: the man page is rendered from the argparse parser behind --help.
+"""qga.host.manpage: the man page is rendered from the argparse parser behind --help.
 
 A stand-in parser shaped like qemu-ga's options exercises the renderer; the
 real qga.cli.build_parser is checked too: every option in --help must appear
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qga import manpage
+from qga.host import manpage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def test_real_parser_matches_help() -> None:
 
 
 def test_module_entry_point() -> None:
-    res = subprocess.run([sys.executable, "-m", "qga.manpage"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "qga.host.manpage"], capture_output=True, text=True,
                          cwd=str(REPO), timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith('.\\" Generated')
@@ -120,9 +120,9 @@ def test_module_entry_point() -> None:
 
 
 def test_client_page_documents_every_subcommand() -> None:
-    from qga.client_cli import build_parser
+    from qga.host.cli import build_parser
 
-    res = subprocess.run([sys.executable, "-m", "qga.manpage", "--page", "qga-client"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "qga.host.manpage", "--page", "qga-client"], capture_output=True,
                          text=True, cwd=str(REPO), timeout=60)
     assert res.returncode == 0, res.stderr
     text = res.stdout

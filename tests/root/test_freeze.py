@@ -2,7 +2,10 @@
 
 Only test mounts are ever frozen: every freeze uses freeze-list with the test
 mount points (a plain guest-fsfreeze-freeze would freeze this machine's own
-filesystems).  Thaw is harmless elsewhere (FITHAW on a thawed filesystem
+filesystems); freeze-all is exercised only at handler level, on the real
+mount list cut down to the test's loop mounts.  Agent tests that must not
+have their freeze undone by someone else's thaw-all use a mount that exists
+only in a private mount namespace (:class:`PrivateExt4`).  Thaw is harmless elsewhere (FITHAW on a thawed filesystem
 fails with EINVAL and is not counted).  Fixtures always thaw, unmount and
 detach, even when a test fails.
 """
@@ -10,17 +13,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from qga import keyfile
+from qga.agent import FROZEN_AT_START
 from qga.commands import freeze as fz
 from qga.commands import files
 from qga.config import Config
@@ -29,9 +36,11 @@ from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux import mounts as mounts_mod
 from qga.loop import Loop
+from qga.command import start_hooks
 from qga.registry import Registry
+from qga.selftest import SelfTest
 from qga.state import StateDir
-from tests.agentproc import start
+from tests.agentproc import AgentProcess, ours_argv, start
 from tests.prereq import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +113,77 @@ def loopfs(request: Any, workdir: str) -> Iterator[LoopFs]:
 
 
 @pytest.fixture
+def ext4fs(workdir: str) -> Iterator[LoopFs]:
+    _need("mkfs.ext4")
+    lfs = None
+    try:
+        lfs = LoopFs("ext4", workdir)
+        yield lfs
+    finally:
+        if lfs is not None:
+            lfs.cleanup()
+
+
+class PrivateExt4:
+    """An ext4 loop mount that exists only in a private mount namespace.
+
+    A sleeping holder process keeps the namespace; agents are started in it
+    with nsenter.  No other process on this machine sees the mount, so
+    another test's (or session's) thaw of every mount cannot thaw it behind
+    a test's back.  From outside, ``outside`` reaches it through the
+    holder's ``/proc/PID/root``.
+    """
+
+    def __init__(self, workdir: str) -> None:
+        for tool in ("mkfs.ext4", "unshare", "nsenter"):
+            _need(tool)
+        self.image, self.mnt, self.dev = os.path.join(workdir, "private.img"), os.path.join(workdir, "private"), ""
+        self.holder: Any = None
+        os.mkdir(self.mnt)
+        with open(self.image, "wb") as f:
+            f.truncate(64 << 20)
+        subprocess.run(MKFS["ext4"] + [self.image], check=True, capture_output=True)
+        self.dev = subprocess.run(["losetup", "--find", "--show", self.image], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mount {self.dev} {self.mnt} && echo mounted && exec sleep infinity"],
+            stdout=subprocess.PIPE)
+        assert self.holder.stdout.readline() == b"mounted\n", "mount in the private namespace failed"
+        self.outside = f"/proc/{self.holder.pid}/root{self.mnt}"
+
+    def nsenter(self, argv: List[str]) -> List[str]:
+        """``argv`` run in the namespace."""
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--", *argv]
+
+    def agent(self, workdir: str, *extra: str, env: Any = None) -> Any:
+        """Our agent in the namespace, on ``<workdir>/sock``."""
+        return AgentProcess(self.nsenter(ours_argv(workdir, extra)), workdir, env)
+
+    def cleanup(self) -> None:
+        """Thaw, unmount, end the namespace, detach."""
+        if self.holder is not None:
+            _thaw_path(self.outside)
+            subprocess.run(self.nsenter(["umount", self.mnt]), capture_output=True)
+            self.holder.kill()
+            self.holder.wait()
+            self.holder.stdout.close()
+        if self.dev:
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+
+
+@pytest.fixture
+def private_ext4(workdir: str) -> Iterator[PrivateExt4]:
+    lfs = None
+    try:
+        lfs = PrivateExt4(workdir)
+        yield lfs
+    finally:
+        if lfs is not None:
+            lfs.cleanup()
+
+
+@pytest.fixture
 def two_ext4(workdir: str) -> Iterator[List[LoopFs]]:
     _need("mkfs.ext4")
     made: List[LoopFs] = []
@@ -121,7 +201,10 @@ def two_ext4(workdir: str) -> Iterator[List[LoopFs]]:
 def make_ctx(statedir: str, **config: Any) -> Context:
     state = StateDir(statedir)
     state.load()
-    return Context(Config(**config), state, Loop(), Registry([]))
+    ctx = Context(Config(**config), state, Loop(), Registry([]))
+    for hook in start_hooks():  # as the agent does: the freeze module's thaw on the way out
+        hook(ctx)
+    return ctx
 
 
 @pytest.fixture
@@ -389,27 +472,290 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
         agent.stop(9)
 
 
-# -- the stock hook script (no root needed) ------------------------------------------------
-def test_stock_hook_script(workdir: str) -> None:
+def _is_frozen(path: str) -> bool:
+    """FIFREEZE answers EBUSY on a frozen filesystem; a successful probe is undone at once."""
+    fd = fs.open_dir(path)
+    try:
+        fs.freeze(fd)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return True
+        raise
+    else:
+        fs.thaw_all_levels(fd)
+        return False
+    finally:
+        os.close(fd)
+
+
+@root
+def test_freeze_all_leaves_excluded_mounts_alone(workdir: str, two_ext4: List[LoopFs],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    _need("mkfs.xfs")
+    kept, globbed = two_ext4
+    xfs = LoopFs("xfs", workdir)
+    try:
+        ours = {kept.mnt, globbed.mnt, xfs.mnt}
+        # Freeze-all on this machine's real mount list, cut down to the test's loop
+        # mounts: everything else (the root filesystem) must never be frozen.
+        real = mounts_mod.list_mounts
+        monkeypatch.setattr(fz, "list_mounts", lambda: [m for m in real() if m.dirname in ours])
+        c = make_ctx(workdir, fsfreeze_exclude=[os.path.dirname(globbed.mnt) + "/*", "xfs"])
+        try:
+            assert fz.fsfreeze_freeze(c) == 1
+            assert _is_frozen(kept.mnt)
+            assert not _is_frozen(globbed.mnt) and not _is_frozen(xfs.mnt)
+            assert Writer(globbed.mnt).finishes() and Writer(xfs.mnt).finishes()
+        finally:
+            fz.do_thaw(c)
+        logged = [r.getMessage() for r in caplog.records if "fsfreeze-exclude" in r.getMessage()]
+        assert logged == [f"guest-fsfreeze-freeze: not freezing {globbed.mnt} (ext4): fsfreeze-exclude "
+                          f"entry '{os.path.dirname(globbed.mnt)}/*'",
+                          f"guest-fsfreeze-freeze: not freezing {xfs.mnt} (xfs): fsfreeze-exclude entry 'xfs'"]
+        # freeze-list freezes exactly what the host names, excluded or not.
+        try:
+            assert fz.fsfreeze_freeze_list(c, [globbed.mnt, xfs.mnt]) == 2
+            assert _is_frozen(globbed.mnt) and _is_frozen(xfs.mnt) and not _is_frozen(kept.mnt)
+        finally:
+            fz.do_thaw(c)
+    finally:
+        xfs.cleanup()
+
+
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _audit(agent: Any, message: str) -> Dict[str, str]:
+    """The fields of the agent's first audit record ``message`` (waits for it to be written)."""
+    pattern = re.compile(r" (\w+)=(\S+)")
+    for _ in range(200):
+        for line in agent.log().splitlines():
+            if f": {message} " in line:
+                return dict(pattern.findall(line))
+        time.sleep(0.05)
+    raise AssertionError(f"no audit record {message!r}: {agent.log()}")
+
+
+@root
+@pytest.mark.parametrize("restart", ["before-deadline", "after-deadline"])
+def test_agent_restarted_while_frozen_thaws_at_the_original_deadline(workdir: str, private_ext4: PrivateExt4,
+                                                                     restart: str) -> None:
+    timeout = 8.0 if restart == "before-deadline" else 1.0
+    argv = ["--fsfreeze-timeout", f"{timeout:g}"]
+    agent = private_ext4.agent(workdir, *argv)
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        agent.stop(9)
+        since_path = os.path.join(workdir, "qga.state.isfrozen.since")
+        with open(since_path) as f:
+            record = keyfile.parse(f.read())["freeze"]
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            assert record["boot-id"] == f.read().strip()
+        started = float(record["boottime"])
+        assert os.path.getsize(os.path.join(workdir, "qga.state.isfrozen")) == 0  # qemu-ga's empty marker
+        while restart == "after-deadline" and _boottime() <= started + timeout:
+            time.sleep(0.1)  # the limit runs out while no agent is running
+        assert _is_frozen(private_ext4.outside)
+        agent = private_ext4.agent(workdir, *argv)
+        writer = Writer(private_ext4.outside)
+        assert writer.finishes(60), "the restarted agent never thawed"
+        fields = _audit(agent, "fsfreeze auto-thaw")
+        # The limit counts from the original freeze, not from the restart.
+        assert float(fields["frozen_since"]) == started
+        assert float(fields["deadline"]) == started + timeout
+        assert float(fields["thawed_at"]) >= started + timeout
+        assert fields["thawed"] == "1"
+        assert FROZEN_AT_START.split(".", 1)[0] in agent.log()
+        assert "fsfreeze-timeout" in agent.log()
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-status") == "thawed"
+        assert not os.path.exists(since_path)
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+@root
+def test_restart_after_reboot_thaws_at_once(workdir: str, ext4fs: LoopFs) -> None:
+    c = make_ctx(workdir)
+    assert fz.fsfreeze_freeze_list(c, [ext4fs.mnt]) == 1
+    c.loop.close()
+    # The record as an earlier boot would have left it (its boot id differs).
+    with open(c.state.since_path) as f:
+        text = f.read()
+    with open(c.state.since_path, "w") as f:
+        f.write(re.sub(r"boot-id=.*", "boot-id=00000000-0000-0000-0000-000000000000", text))
+    restarted = make_ctx(workdir, fsfreeze_timeout=3600)
+    restarted.registry.frozen = True  # as the agent does when it finds the marker
+    import threading
+    thread = threading.Thread(target=restarted.loop.run, daemon=True)
+    thread.start()
+    try:
+        assert Writer(ext4fs.mnt).finishes(), "an agent restarted after a reboot did not thaw at once"
+    finally:
+        restarted.loop.call_soon_threadsafe(restarted.loop.stop)
+        thread.join(5)
+        if restarted.frozen:
+            fz.do_thaw(restarted)
+    assert not restarted.frozen and not os.path.exists(restarted.state.since_path)
+
+
+@root
+def test_agent_reports_time_left_in_systemd_status(workdir: str, private_ext4: PrivateExt4) -> None:
+    path = os.path.join(workdir, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    agent = private_ext4.agent(workdir, "--fsfreeze-timeout", "2", env={"NOTIFY_SOCKET": path})
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        seen: List[str] = []
+        while not any("thawed automatically" in m for m in seen):
+            seen.append(sock.recv(4096).decode())
+        statuses = [m for m in seen if m.startswith("STATUS=")]
+        assert any(re.fullmatch(r"STATUS=filesystems frozen; automatic thaw in [12] s \(fsfreeze-timeout\)", m)
+                   for m in statuses), statuses
+        assert statuses[-1] == "STATUS=filesystems thawed automatically after fsfreeze-timeout (2 s)"
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+        sock.close()
+
+
+# -- hook hygiene ---------------------------------------------------------------------------
+def _write_hook(path: str, record: str, mode: int = 0o755) -> None:
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    os.chmod(path, mode)
+
+
+@root
+@pytest.mark.parametrize("unsafe", ["foreign-owner", "group-writable", "other-writable"])
+def test_unsafe_hook_is_refused_and_nothing_frozen(workdir: str, private_ext4: PrivateExt4, unsafe: str) -> None:
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _write_hook(hook, record, {"group-writable": 0o775, "other-writable": 0o757}.get(unsafe, 0o755))
+    if unsafe == "foreign-owner":
+        os.chown(hook, 65534, 65534)
+    expected = {"foreign-owner": "owned by uid 65534, not root",
+                "group-writable": "writable by group or others (mode 0775)",
+                "other-writable": "writable by group or others (mode 0757)"}[unsafe]
+    agent = private_ext4.agent(workdir, f"--fsfreeze-hook={hook}")
+    try:
+        conn = agent.connect()
+        conn.sync()
+        reply = conn.request({"execute": "guest-fsfreeze-freeze-list",
+                              "arguments": {"mountpoints": [private_ext4.mnt]}})
+        assert reply == {"error": {"class": "GenericError",
+                                   "desc": f"refusing to run fsfreeze hook '{hook}': {expected}"}}
+        assert conn.cmd("guest-fsfreeze-status") == "thawed"
+        assert not _is_frozen(private_ext4.outside) and not os.path.exists(record)
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+def test_self_test_flags_an_unsafe_hook(workdir: str) -> None:
+    hook = os.path.join(workdir, "hook.sh")
+    _write_hook(hook, os.devnull, 0o777)
+    test = SelfTest(Config(method="unix-listen", path=os.path.join(workdir, "s"), statedir=workdir,
+                           fsfreeze_hook=hook))
+    test.check_files()
+    assert test.results == [("FAIL", f"fsfreeze hook {hook}",
+                              "would be refused: writable by group or others (mode 0777)")]
+
+
+# -- the stock hook script ----------------------------------------------------------------
+def _stock_hook(workdir: str, scripts: Dict[str, str]) -> Path:
     etc = Path(workdir) / "etc"
     hookd = etc / "fsfreeze-hook.d"
     hookd.mkdir(parents=True)
     hook = etc / "fsfreeze-hook"
     shutil.copy(REPO / "packaging" / "fsfreeze-hook", hook)
-    record = Path(workdir) / "ran"
-    for name, body in [("10-ok", f"echo ok-$1 >> {record}"), ("20-fail", f"echo fail-$1 >> {record}; exit 9"),
-                       ("30-skip.sample", f"echo sample >> {record}"),
-                       ("40-skip.rpmsave", f"echo rpmsave >> {record}"),
-                       ("50-skip.dpkg-old", f"echo dpkg >> {record}"), ("60-skip~", f"echo tilde >> {record}")]:
+    for name, body in scripts.items():
         script = hookd / name
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)
-    (hookd / "70-not-executable").write_text(f"#!/bin/sh\necho noexec >> {record}\n")
+    return hook
+
+
+def _run_stock_hook(hook: Path, action: str, log: Path, **env: str) -> None:
+    # A bound, not a measurement: the old hook waited for a hung script forever.
+    result = subprocess.run([str(hook), action], capture_output=True, timeout=60,
+                            env=dict(os.environ, QGA_FSFREEZE_HOOK_LOG=str(log), **env))
+    assert result.returncode == 0, result
+
+
+@root
+def test_stock_hook_order_failures_and_skips(workdir: str) -> None:
+    record = Path(workdir) / "ran"
+    hook = _stock_hook(workdir, {
+        "10-ok": f"echo ok-$1 >> {record}; echo said-$1",
+        "20-fail": f"echo fail-$1 >> {record}; [ $1 = thaw ] || exit 9",
+        "30-last": f"echo last-$1 >> {record}",
+        "30-skip.sample": f"echo sample >> {record}", "40-skip.rpmsave": f"echo rpmsave >> {record}",
+        "50-skip.dpkg-old": f"echo dpkg >> {record}", "60-skip~": f"echo tilde >> {record}"})
+    (hook.parent / "fsfreeze-hook.d" / "70-not-executable").write_text(f"#!/bin/sh\necho noexec >> {record}\n")
     log = Path(workdir) / "hook.log"
-    result = subprocess.run([str(hook), "freeze"], capture_output=True,
-                            env=dict(os.environ, QGA_FSFREEZE_HOOK_LOG=str(log)))
-    assert result.returncode == 0
-    assert record.read_text() == "ok-freeze\nfail-freeze\n"
+    _run_stock_hook(hook, "freeze", log)
+    _run_stock_hook(hook, "thaw", log)
+    # Name order on freeze, reverse on thaw; the failed script's thaw half runs too.
+    assert record.read_text().split() == ["ok-freeze", "fail-freeze", "last-freeze",
+                                          "last-thaw", "fail-thaw", "ok-thaw"]
     text = log.read_text()
-    assert "10-ok freeze" in text and "20-fail finished with status 9" in text
+    hookd = hook.parent / "fsfreeze-hook.d"
+    for line in (f"info: {hookd}/10-ok freeze: said-freeze", f"info: {hookd}/10-ok freeze: ok",
+                 f"err: {hookd}/20-fail freeze: failed with status 9", f"info: {hookd}/20-fail thaw: ok"):
+        assert line in text, text
     assert stat.S_IMODE(os.stat(REPO / "packaging" / "fsfreeze-hook").st_mode) & 0o111
+
+
+@root
+def test_stock_hook_refuses_unsafe_scripts_and_limits_each(workdir: str) -> None:
+    record = Path(workdir) / "ran"
+    hook = _stock_hook(workdir, {
+        "10-hangs": f"echo hang-$1 >> {record}; sleep 300 & sleep 300",
+        "20-foreign": f"echo foreign >> {record}", "30-groupw": f"echo groupw >> {record}",
+        "40-after": f"echo after-$1 >> {record}"})
+    hookd = hook.parent / "fsfreeze-hook.d"
+    os.chown(hookd / "20-foreign", 65534, 65534)
+    (hookd / "30-groupw").chmod(0o775)
+    log = Path(workdir) / "hook.log"
+    _run_stock_hook(hook, "freeze", log, QGA_FSFREEZE_HOOK_SCRIPT_TIMEOUT="1")
+    assert record.read_text().split() == ["hang-freeze", "after-freeze"]
+    text = log.read_text()
+    for line in (f"err: {hookd}/10-hangs freeze: killed after the time limit of 1 s",
+                 f"err: {hookd}/20-foreign freeze: refused: owned by uid 65534, not root",
+                 f"err: {hookd}/30-groupw freeze: refused: writable by group or others (mode 775)",
+                 f"info: {hookd}/40-after freeze: ok"):
+        assert line in text, text
+
+
+@root
+def test_stock_hook_logs_to_the_journal_when_there_is_one(workdir: str) -> None:
+    _need("unshare")
+    hook = _stock_hook(workdir, {"10-ok": "echo hello-$1", "20-fail": "exit 3"})
+    hookd = hook.parent / "fsfreeze-hook.d"
+    bindir, journal = Path(workdir) / "bin", Path(workdir) / "journal"
+    bindir.mkdir()
+    fake = bindir / "systemd-cat"  # records its arguments and what it was given to log
+    fake.write_text(f'#!/bin/sh\n{{ echo "$*"; cat; }} >> {journal}\n')
+    fake.chmod(0o755)
+    # A journal socket exists only in a private mount namespace, on a tmpfs over its /run.
+    bind = "import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind('/run/systemd/journal/socket')"
+    script = (f"mount -t tmpfs qga-test-run /run && mkdir -p /run/systemd/journal && "
+              f"{sys.executable} -c \"{bind}\" && exec {hook} freeze")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    env.pop("QGA_FSFREEZE_HOOK_LOG", None)
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                   env=env, check=True, timeout=60)
+    assert journal.read_text().splitlines() == [
+        "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: hello-freeze",
+        "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: ok",
+        "-t qemu-ga-fsfreeze-hook -p err", f"{hookd}/20-fail freeze: failed with status 3"]

@@ -14,7 +14,8 @@ from qga.dispatch import Dispatcher
 from qga.errors import QgaError
 from qga.jsonstream import JsonStreamParser
 from qga.loop import Loop
-from qga.registry import Command, Registry
+from qga.command import Command
+from qga.registry import Registry
 from qga.schema import compile_args
 from qga.state import StateDir
 
@@ -31,8 +32,8 @@ def _freeze(ctx: Context) -> int:
 
 
 COMMANDS = [
-    _cmd("guest-ping", lambda ctx: None, "protocol", inline=True),
-    _cmd("guest-sync", lambda ctx, id: id, "protocol", args={"id": "int"}, inline=True),
+    _cmd("guest-ping", lambda ctx: None, "protocol", inline=True, frozen_safe=True),
+    _cmd("guest-sync", lambda ctx, id: id, "protocol", args={"id": "int"}, inline=True, frozen_safe=True),
     _cmd("guest-get-time", lambda ctx: 42),
     _cmd("guest-fsfreeze-freeze", _freeze, "fsfreeze", deadline=None),
     _cmd("guest-shutdown", lambda ctx: None, "system-control", success_response=False),
@@ -109,3 +110,21 @@ def test_deadline_answers_with_an_error_and_later_requests_are_served(h: Harness
     time.sleep(0.1)
     # The abandoned thread's late result is discarded, never sent.
     assert h.feed(b'{"execute":"guest-ping"}', 1) == [{"return": {}}]
+
+
+def test_command_timeout_is_a_sentinel_not_a_value(tmp_path: Any) -> None:
+    """--command-timeout replaces only the default deadline; an explicit 60.0 stays 60.0."""
+    hang = _cmd("x-default", lambda ctx: RELEASE.wait(30) and "late")
+    explicit = _cmd("x-explicit", lambda ctx: RELEASE.wait(30) and "done", deadline=60.0)
+    h = Harness(tmp_path)
+    h.ctx.registry = Registry(COMMANDS + [hang, explicit])
+    h.dispatcher = Dispatcher(h.ctx, h.out.append, default_deadline=0.3)
+    RELEASE.clear()
+    try:
+        assert h.feed(b'{"execute":"x-default"}', 1) == [{"error": {
+            "class": "GenericError", "desc": "command x-default did not complete within 0.3 seconds"}}]
+        h.dispatcher.submit(h.parser.feed(b'{"execute":"x-explicit"}'))
+        assert h.dispatcher._deadline is not None and h.dispatcher._deadline[4] == 60.0
+    finally:
+        RELEASE.set()
+    assert h.feed(b"", 1) == [{"return": "done"}]

@@ -10,12 +10,14 @@ from typing import List
 
 import pytest
 
-from qga import registry
+from qga.commands import load
 from qga.commands import power as power_cmd
 from qga.errors import QgaError
 from qga.linux import power
 from qga.linux.helpers import run_helper, spawn_status
 from tests.unit.test_system import fake_program, make_ctx
+
+DECLARED = {c.name: c for c in load()}
 
 
 class Rig:
@@ -202,7 +204,7 @@ def test_suspend_sysfs_write_failure(rig: Rig, monkeypatch: pytest.MonkeyPatch) 
 
 def test_suspend_handlers_declared() -> None:
     for name in ("guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"):
-        cmd = registry._DECLARED[name]
+        cmd = DECLARED[name]
         assert not cmd.success_response and cmd.group == "system-control" and cmd.audit
 
 

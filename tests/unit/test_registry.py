@@ -1,7 +1,6 @@
 """The registry: schema order, policy, groups and the frozen gate."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +8,23 @@ from pathlib import Path
 import pytest
 
 from qga.errors import CommandNotFound
-from qga.registry import FROZEN_SAFE, GROUPS, SCHEMA_ORDER, Command, Registry, command
+from qga.command import GROUPS, Command, command
+from qga.commands import load
+from qga.registry import Registry
 from qga.schema import compile_args
+from tests.qemu_schema import COMMANDS, LINUX_NAMES as QEMU_10_2
 
 
 REPO = Path(__file__).resolve().parents[2]
-#: qemu-ga 10.2's Linux commands in registration order (from the project's spec).
-QEMU_10_2 = json.loads((REPO / "tests/data/qemu/commands-10.2-linux.json").read_text())["commands"]
+
+
+ORDER = {c["name"]: i for i, c in enumerate(COMMANDS, 1)}
 
 
 def make(name: str, group: str = "info", available: bool = True, extension: bool = False) -> Command:
     return Command(name=name, func=lambda ctx: None, group=group, validate=compile_args(None),
-                   available=lambda: available, extension=extension)
+                   order=ORDER.get(name), available=lambda: available, extension=extension,
+                   frozen_safe=name in ("guest-ping", "guest-sync"))
 
 
 @pytest.fixture
@@ -86,16 +90,16 @@ def test_extension_commands_are_registered_only_when_enabled() -> None:
     declared = [make("guest-ping", "protocol"), make("x-ext", "unrestricted", extension=True)]
     assert Registry(declared).names() == ["guest-ping"]
     assert Registry(declared, extensions=True).names() == ["guest-ping", "x-ext"]
-    with pytest.raises(ValueError, match="named x-"):
-        command("x-unflagged", group="info")
-    with pytest.raises(ValueError, match="named x-"):
-        command("guest-flagged", group="info", extension=True)
+    with pytest.raises(ValueError, match="x- extensions do not"):
+        command("x-ordered", order=3, group="info")
+    with pytest.raises(ValueError, match="declare their schema order"):
+        command("guest-unordered", group="info")
 
 
 def test_stock_registry_is_exactly_qemu_10_2s_linux_commands() -> None:
-    assert Registry().names() == QEMU_10_2
-    assert [c["name"] for c in Registry().info()] == QEMU_10_2[::-1]
-    assert Registry(extensions=True).names() == QEMU_10_2 + ["x-guest-exec-kill"]
+    assert Registry(load()).names() == QEMU_10_2
+    assert [c["name"] for c in Registry(load()).info()] == QEMU_10_2[::-1]
+    assert Registry(load(), extensions=True).names() == QEMU_10_2 + ["x-guest-exec-kill"]
 
 
 @pytest.mark.parametrize("option", ["-b", "-a"])
@@ -109,13 +113,35 @@ def test_help_lists_exactly_qemu_10_2s_commands(option: str) -> None:
     assert extended.stdout.splitlines() == QEMU_10_2 + ["x-guest-exec-kill"]
 
 
-def test_real_registry_is_consistent() -> None:
-    registry = Registry()
-    for name, cmd in registry.commands.items():
-        assert cmd.group in GROUPS
-        if name in SCHEMA_ORDER:
-            assert name != "guest-get-devices", "Windows-only command registered on Linux"
-    assert FROZEN_SAFE <= set(registry.commands) | {"guest-fsfreeze-status", "guest-fsfreeze-thaw"}
+def test_declarations_agree_with_qemu_10_2s_schema() -> None:
+    """What each command declares (order, arguments, frozen safety, success-response) is
+    what the 10.2 schema says; a command that lacks it, or disagrees, fails here."""
+    spec = {c["name"]: c for c in COMMANDS}
+    for cmd in load():
+        assert cmd.group in GROUPS, cmd.name
+        if cmd.extension:
+            assert cmd.order is None and cmd.name.startswith("x-")
+            continue
+        entry = spec[cmd.name]
+        assert cmd.order == ORDER[cmd.name], cmd.name
+        assert entry["on-linux"], f"{cmd.name} is not built on Linux"
+        assert cmd.frozen_safe == entry["allowed-while-frozen"], cmd.name
+        assert cmd.success_response == entry["success-response"], cmd.name
+        ours = {name.lstrip("*"): name.startswith("*") for name in cmd.args
+                if not name.lstrip("*").startswith("x-")}  # argument extensions: next test
+        theirs = {a["name"]: a["optional"] for a in entry["args"]}
+        assert ours == theirs, cmd.name
+        assert set(cmd.audit_args) <= {n.lstrip("*").replace("-", "_") for n in cmd.args}, cmd.name
+        if cmd.audit_args:
+            assert cmd.audit, cmd.name
+
+
+def test_argument_extensions_are_declared_as_such() -> None:
+    """Arguments beyond 10.2's are x- names (invisible unless used)."""
+    spec = {c["name"]: {a["name"] for a in c["args"]} for c in COMMANDS}
+    extra = {(c.name, a.lstrip("*")) for c in load() if not c.extension
+             for a in c.args if a.lstrip("*") not in spec[c.name]}
+    assert extra == {("guest-exec", "x-timeout")}
 
 
 def test_empty_allow_rpcs_from_the_command_line_and_the_file(tmp_path: Path) -> None:
@@ -125,5 +151,5 @@ def test_empty_allow_rpcs_from_the_command_line_and_the_file(tmp_path: Path) -> 
     conf = tmp_path / "qga.conf"
     conf.write_text("[general]\nallow-rpcs=\n")
     for argv in (["-a", ""], ["-c", str(conf)], ["-c", str(conf), "-a", "", "-b", "guest-exec"]):
-        registry = Registry.from_config(build_config(build_parser().parse_args(argv)))
+        registry = Registry.from_config(build_config(build_parser().parse_args(argv)), load())
         assert registry.policy_disabled() == (["guest-exec"] if "-b" in argv else []), argv

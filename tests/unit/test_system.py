@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import pytest
 
-from qga import registry
+from qga.commands import load
 from qga.commands import system
 from qga.config import Config
 from qga.context import Context
@@ -19,6 +19,8 @@ from qga.linux import clock, osrelease, utmp
 from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir
+
+DECLARED = {c.name: c for c in load()}
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 OSREL = DATA / "osrelease"
@@ -31,7 +33,7 @@ def make_ctx(tmp_path: Path) -> Context:
 
 def validate(name: str, args: Dict[str, Any]) -> Dict[str, Any]:
     """Arguments as the dispatcher would pass them (QAPI validation included)."""
-    return registry._DECLARED[name].validate(args)
+    return DECLARED[name].validate(args)
 
 
 def fake_program(path: Path, body: str) -> str:
@@ -227,6 +229,6 @@ def test_set_time_hwclock_failure_texts(tmp_path: Path, monkeypatch: pytest.Monk
 def test_commands_declared() -> None:
     for name in ("guest-get-time", "guest-set-time", "guest-get-timezone", "guest-get-host-name",
                  "guest-get-osinfo", "guest-get-users", "guest-get-load"):
-        cmd = registry._DECLARED[name]
+        cmd = DECLARED[name]
         assert cmd.group == ("system-control" if name == "guest-set-time" else "info")
-    assert registry._DECLARED["guest-set-time"].audit
+    assert DECLARED["guest-set-time"].audit

@@ -265,7 +265,7 @@ def test_host_clients_talk_to_the_service(sd: SdGuest) -> None:
     # The administrator's client (one connection at a time on the chardev socket).
     sd.g.detach_agent()
     env = dict(os.environ, PYTHONPATH=str(vmlib.REPO_ROOT))
-    base = [sys.executable, "-m", "qga.client_cli", "-s", sd.g.agent_sock, "--timeout", "20"]
+    base = [sys.executable, "-m", "qga.host.cli", "-s", sd.g.agent_sock, "--timeout", "20"]
     r = subprocess.run(base + ["ping"], env=env, timeout=60, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, universal_newlines=True)
     assert r.returncode == 0, r.stdout

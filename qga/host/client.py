@@ -9,7 +9,7 @@ block forever; this client never does.  Each request carries a fresh ``id``
 and replies are matched by it, so a stale reply left in the channel by an
 earlier (timed-out) client is skipped instead of being taken as ours.
 
-Standard library only.  The ``qga-client`` command line is :mod:`qga.client_cli`.
+Standard library only.  The ``qga-client`` command line is :mod:`qga.host.cli`.
 """
 from __future__ import annotations
 

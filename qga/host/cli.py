@@ -1,4 +1,4 @@
-"""``qga-client``: the command line around :class:`qga.client.AgentClient`.
+"""``qga-client``: the command line around :class:`qga.host.client.AgentClient`.
 
 Each subcommand is one short exchange with the agent; every wait is bounded.
 Exit status: 0 success, 1 the agent returned an error, 2 usage, 3 agent
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, List, Optional, Sequence
 
-from qga.client import (DEFAULT_TIMEOUT, AgentClient, AgentDisconnected, AgentError, AgentTimeout,
+from qga.host.client import (DEFAULT_TIMEOUT, AgentClient, AgentDisconnected, AgentError, AgentTimeout,
                         ClientError, parse_object)
 
 EXIT_OK = 0

@@ -1,0 +1,88 @@
+"""The package's import structure: no cycles, and the agent never loads the host side."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def import_graph(root: Path) -> Dict[str, Set[str]]:
+    """module -> the qga modules it imports (at any level of the file, lazily too)."""
+    modules: Dict[str, Path] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    graph: Dict[str, Set[str]] = {}
+    for name, path in modules.items():
+        deps: Set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module in modules:
+                    deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names
+                            if f"{node.module}.{a.name}" in modules)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in modules)
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_back() -> None:
+    assert cycles(import_graph(REPO / "qga")) == []
+
+
+def test_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "qga"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from qga import b\n")
+    (pkg / "b.py").write_text("def f():\n    from qga.a import x\n")
+    assert cycles(import_graph(pkg)) == [["qga.a", "qga.b"]]
+
+
+def test_the_agent_never_imports_the_host_side() -> None:
+    code = ("import sys, qga.agent, qga.cli, qga.commands; qga.commands.load(); "
+            "print([m for m in sys.modules if m.startswith('qga.host')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+    assert not any(dep.startswith("qga.host") for mod, deps in import_graph(REPO / "qga").items()
+                   if not mod.startswith("qga.host") for dep in deps)
