@@ -9,13 +9,14 @@ import signal
 import sys
 from typing import Optional
 
+from qga.errors import InternalError
 from qga import sdnotify
 from qga.command import start_hooks
 from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.log import LogSetup
 from qga.loop import Loop
 from qga.registry import Registry
@@ -38,7 +39,7 @@ FROZEN_AT_START = (
     "{} is removed")
 
 
-class StartupError(Exception):
+class StartupError(InternalError):
     """The agent cannot start; each line of the message is printed."""
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from qga.errors import InternalError
 from qga import keyfile
 from qga.command import GROUPS
 
@@ -23,7 +24,7 @@ DEFAULT_PATHS = {
 METHODS = ("virtio-serial", "isa-serial", "unix-listen", "vsock-listen")
 
 
-class ConfigError(Exception):
+class ConfigError(InternalError):
     """Invalid configuration; the message is printed and the agent exits 1."""
 
 

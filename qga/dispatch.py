@@ -17,9 +17,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from qga.context import AUDIT_SCOPE, Context, audit_log
 from qga.errors import QgaError
-from qga.jsonstream import JsonParseError
-from qga.jsonwriter import dumps
-from qga.qdict import member_order
+from qga.codec import JsonParseError
+from qga.codec import dumps
+from qga.codec.qdict import member_order
 from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
 

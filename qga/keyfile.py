@@ -14,11 +14,12 @@ strings.  One parser for both would change one of them.
 from __future__ import annotations
 
 from typing import Dict
+from qga.errors import InternalError
 
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-class KeyFileError(ValueError):
+class KeyFileError(InternalError, ValueError):
     """The text is not a valid key file; the message is GLib's wording."""
 
 

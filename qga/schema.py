@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from qga.errors import QgaError
-from qga.qdict import member_order
+from qga.codec.qdict import member_order
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1

@@ -17,14 +17,14 @@ import stat
 from typing import NamedTuple, Optional
 
 from qga import keyfile
-from qga.errors import QgaError
+from qga.errors import InternalError, QgaError
 
 log = logging.getLogger(__name__)
 
 FIRST_HANDLE = 1000
 
 
-class StateError(Exception):
+class StateError(InternalError):
     """The state directory cannot be used; the agent cannot start."""
 
 

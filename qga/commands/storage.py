@@ -4,7 +4,7 @@ Thin handlers over :mod:`qga.linux.blockdev`, :mod:`qga.linux.disks` and
 :mod:`qga.linux.diskstats`.  Beyond qemu-ga: a sysfs error on one mount is
 logged and that entry keeps what could be read (qemu-ga fails the whole
 command), and statvfs is time-bounded so a hung filesystem cannot wedge the
-agent (see :mod:`qga.linux.fsstat`).
+agent (see :mod:`qga.fsstat`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from qga.linux import nvme, on_linux
 from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
 from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
-from qga.linux.fsstat import BoundedStatvfs
+from qga.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
 from qga.command import command
 

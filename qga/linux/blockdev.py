@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from qga.errors import strerror
+from qga.errors import InternalError, strerror
 from qga.linux import udev
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def realpath(path: str) -> str:
         os.close(fd)
 
 
-class SysfsError(OSError):
+class SysfsError(OSError, InternalError):
     """A hard sysfs error, worded as qemu-ga words it (``realpath("...")``)."""
 
     def __init__(self, what: str, path: str, err: int) -> None:

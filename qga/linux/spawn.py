@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from qga.errors import InternalError
+
 #: glib's search path when PATH is unset ("." dropped: the agent runs as root).
 DEFAULT_PATH = "/bin:/usr/bin"
 
@@ -23,7 +25,7 @@ _RESET_SIGNALS = tuple(s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT
                                    signal.SIGCHLD))
 
 
-class SpawnError(Exception):
+class SpawnError(InternalError):
     """The child could not be started; ``errno`` says why."""
 
     def __init__(self, err: int) -> None:

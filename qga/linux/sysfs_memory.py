@@ -11,13 +11,13 @@ import errno
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from qga.errors import QgaError, os_error
+from qga.errors import InternalError, QgaError, os_error
 from qga.linux.sysfs import open_dir
 
 DEFAULT_DIR = "/sys/devices/system/memory/"
 
 
-class _SysfsError(Exception):
+class _SysfsError(InternalError):
     """A sysfs read/write failure: the qemu-ga text and the errno left behind."""
 
     def __init__(self, desc: str, err: int) -> None:

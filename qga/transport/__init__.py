@@ -5,6 +5,7 @@ import os
 import socket
 from typing import Callable, Dict, Optional, Tuple
 
+from qga.errors import InternalError
 from qga.loop import Loop
 from qga.transport.base import Transport
 from qga.transport.chardev import IsaSerial, VirtioSerial
@@ -19,7 +20,7 @@ _CLASSES: Dict[str, Callable[..., Transport]] = {
 }
 
 
-class ActivationError(Exception):
+class ActivationError(InternalError):
     """Socket activation handed us something we cannot use."""
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from qga.jsonstream import JsonParseError, JsonStreamParser
-from qga.jsonwriter import dumps
+from qga.codec import JsonParseError, JsonStreamParser
+from qga.codec import dumps
 
 pytestmark = pytest.mark.reference
 

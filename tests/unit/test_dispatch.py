@@ -12,7 +12,7 @@ from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
 from qga.errors import QgaError
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.loop import Loop
 from qga.command import Command
 from qga.registry import Registry

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qga.jsonstream import JsonParseError, JsonStreamParser
-from qga.jsonwriter import OutOfRangeNumber, dumps
+from qga.codec import JsonParseError, JsonStreamParser
+from qga.codec import OutOfRangeNumber, dumps
 
 E = JsonParseError
 P = "JSON parse error, "

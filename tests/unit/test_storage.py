@@ -20,7 +20,8 @@ import pytest
 
 from qga.commands import storage
 from qga.errors import QgaError
-from qga.linux import blockdev, diskstats, disks, fsstat, nvme
+from qga import fsstat
+from qga.linux import blockdev, diskstats, disks, nvme
 from qga.linux.mounts import Mount
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -1,7 +1,7 @@
 """Streaming JSON parser with qemu-ga's exact semantics (spec 1.5-1.7).
 
 QEMU splits its input in three layers; this module holds the first two, and
-:mod:`qga.jsonparse` the third and the fast path:
+:mod:`qga.codec.parser` the third and the fast path:
 
 * a lexer (a byte-level DFA) that cuts the stream into tokens.  A byte the
   DFA cannot accept is a *lexical error*: it yields one error item and the
@@ -25,13 +25,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from qga.jsonparse import (_COLON, _COMMA, _FAIL, _FAST_MSG, _FLOAT, _INT, _KW, _LC, _LS, _RC, _RS, _STR,
-                           JsonParseError, _Err, _fast_decode, _parse_tokens)
-from qga.jsonwriter import _NONCHAR, qemu_lossy_decode
+from qga.codec.parser import (FAIL, FAST_MESSAGE, JsonParseError, ParseFailure, fast_decode,
+                               parse_tokens)
+from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR
+from qga.codec.utf8 import NONCHAR, qemu_lossy_decode
 
 __all__ = ["JsonParseError", "JsonStreamParser"]
 
-_STRUCT = {0x7B: _LC, 0x7D: _RC, 0x5B: _LS, 0x5D: _RS, 0x3A: _COLON, 0x2C: _COMMA}
+_STRUCT = {0x7B: LC, 0x7D: RC, 0x5B: LS, 0x5D: RS, 0x3A: COLON, 0x2C: COMMA}
 # Lexer states (numbers keep their own sub-state in _nstate).
 _START, _RECOVER, _DQ, _SQ, _NUM, _KWD = range(6)
 _N_SIGN, _N_ZERO, _N_DIGITS, _N_MANT, _N_MANTD, _N_EXPE, _N_EXPS, _N_EXPD = range(8)
@@ -93,13 +94,13 @@ class JsonStreamParser:
     # -- streamer -----------------------------------------------------------
     def _token(self, t: int, text: Any, size: int, out: list[Any]) -> None:
         """json_message_process_token(): queue a token, maybe finish a message."""
-        if t == _LC:
+        if t == LC:
             self._brace += 1
-        elif t == _RC:
+        elif t == RC:
             self._brace -= 1
-        elif t == _LS:
+        elif t == LS:
             self._bracket += 1
-        elif t == _RS:
+        elif t == RS:
             self._bracket -= 1
         if self._size + size + 1 > self._max_bytes:
             item: Any = JsonParseError("JSON token size limit exceeded")
@@ -115,8 +116,8 @@ class JsonStreamParser:
                     and self._bracket >= 0:
                 return
             try:
-                item = _parse_tokens(self._types, self._texts)
-            except _Err as exc:
+                item = parse_tokens(self._types, self._texts)
+            except ParseFailure as exc:
                 item = JsonParseError("JSON parse error, " + str(exc))
         self._reset_message()
         out.append(item)
@@ -158,12 +159,12 @@ class JsonStreamParser:
                 # '}' is near, so a big message's first chunk costs nothing.
                 if c == 0x7B and self._fast and not self._types \
                         and buf.find(b"}", pos, pos + _FAST_WINDOW) >= 0:
-                    m = _FAST_MSG.match(buf, pos, pos + _FAST_WINDOW)
+                    m = FAST_MESSAGE.match(buf, pos, pos + _FAST_WINDOW)
                     if m is not None:
                         end = m.end()
                         if end - pos < self._max_bytes and end - pos <= self._max_tokens:
-                            val = _fast_decode(buf[pos:end])
-                            if val is not _FAIL:
+                            val = fast_decode(buf[pos:end])
+                            if val is not FAIL:
                                 out.append(val)
                                 pos = end
                                 continue
@@ -198,7 +199,7 @@ class JsonStreamParser:
                         pos = self._cut(out)
                     elif pos < n:
                         self._state = _START
-                        self._token(_KW, bytes(buf[ts:pos]), pos - ts, out)
+                        self._token(KW, bytes(buf[ts:pos]), pos - ts, out)
                     continue
                 new = self._lex_string(buf, pos, n, limit, out)
                 if new == pos:
@@ -233,7 +234,7 @@ class JsonStreamParser:
         ch = buf[e]
         if ch == quote:
             self._state = _START
-            self._token(_STR, self._big_string(buf, ts, e) if e - ts > _BIG
+            self._token(STR, self._big_string(buf, ts, e) if e - ts > _BIG
                         else bytes(buf[ts:e + 1]), e + 1 - ts, out)
             return e + 1
         if ch == 0x5C:
@@ -256,7 +257,7 @@ class JsonStreamParser:
                     text = str(view[ts + 1:e], "utf-8")
                 except UnicodeDecodeError:
                     text = None
-            if text is not None and (text.isascii() or not _NONCHAR.search(text)):
+            if text is not None and (text.isascii() or not NONCHAR.search(text)):
                 return text
         return bytes(buf[ts:e + 1])
 
@@ -283,7 +284,7 @@ class JsonStreamParser:
                     ns = _N_MANT
                 else:
                     self._state = _START
-                    self._token(_INT if ns == _N_DIGITS else _FLOAT,
+                    self._token(INT if ns == _N_DIGITS else FLOAT,
                                 bytes(buf[ts:pos]), pos - ts, out)
                     return pos
             elif ns == _N_ZERO:
@@ -291,7 +292,7 @@ class JsonStreamParser:
                     ns = _N_MANT
                 elif not digit:
                     self._state = _START
-                    self._token(_INT, bytes(buf[ts:pos]), pos - ts, out)
+                    self._token(INT, bytes(buf[ts:pos]), pos - ts, out)
                     return pos
                 else:
                     break
