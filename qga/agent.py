@@ -1,6 +1,7 @@
 """The agent: state, channel, parser, dispatcher and signals around one loop."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -67,10 +68,8 @@ class PidFile:
     def release(self) -> None:
         """Remove the file (only ours: we hold the lock)."""
         if self.fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             os.close(self.fd)
             self.fd = None
 
@@ -167,7 +166,11 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGCHLD, lambda _: self.loop.reap_children())
-        self.loop.add_signal_handler(signal.SIGHUP, lambda _: self.logs and self.logs.reopen())
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, _signum: int) -> None:
+        if self.logs:
+            self.logs.reopen()
 
     def _on_stop_signal(self, signum: int) -> None:
         if self.registry.frozen and self.config.frozen_sigterm == "ignore":

@@ -95,9 +95,17 @@ def _number(kind: Callable[[str], Any]) -> Callable[[str, str], Any]:
 
 _as_float = _number(float)
 _as_int = _number(int)
-_STR: Callable[[str, str], Any] = lambda _k, v: v
+
+
+def _STR(_key: str, value: str) -> Any:
+    return value
+
+
 _BOOL = keyfile.parse_bool
-_LIST: Callable[[str, str], Any] = lambda _k, v: _as_list(v)
+
+
+def _LIST(_key: str, value: str) -> Any:
+    return _as_list(value)
 
 #: Config-file keys: converter, and whether the value accumulates (lists).
 KEYS: Dict[str, Callable[[str, str], Any]] = {

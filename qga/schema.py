@@ -24,7 +24,7 @@ INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
-TypeSpec = Union[str, list, "Enum", "Struct", "Alternate"]
+TypeSpec = Union[str, List[Any], "Enum", "Struct", "Alternate"]
 
 
 class Enum:

@@ -10,6 +10,7 @@ so that ``fsfreeze-timeout`` counts from the original freeze after a restart.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -149,10 +150,8 @@ class StateDir:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _replace_file(path: str, text: str, fsync: bool) -> None:

@@ -38,6 +38,8 @@ _START, _RECOVER, _DQ, _SQ, _NUM, _KWD = range(6)
 _N_SIGN, _N_ZERO, _N_DIGITS, _N_MANT, _N_MANTD, _N_EXPE, _N_EXPS, _N_EXPD = range(8)
 
 _WS = frozenset(b" \t\r\n")
+# The run patterns below all start with X*, so .match() never returns None
+# (what the "X* matches" type-ignores say).
 _DIGITS = re.compile(rb"[0-9]*")
 _LOWER = re.compile(rb"[a-z]*")
 # IN_RECOVERY skips everything but structural chars, controls other than TAB,
@@ -90,7 +92,7 @@ class JsonStreamParser:
         self._size = 0
 
     # -- streamer -----------------------------------------------------------
-    def _token(self, t: int, text: Any, size: int, out: list) -> None:
+    def _token(self, t: int, text: Any, size: int, out: list[Any]) -> None:
         """json_message_process_token(): queue a token, maybe finish a message."""
         if t == LC:
             self._brace += 1
@@ -120,26 +122,26 @@ class JsonStreamParser:
         self._reset_message()
         out.append(item)
 
-    def _lex_error(self, tok: bytes, out: list) -> None:
+    def _lex_error(self, tok: bytes, out: list[Any]) -> None:
         """A byte the DFA rejects: one error, drop the message, skip input."""
         self._reset_message()
         out.append(JsonParseError("JSON parse error, stray '" + qemu_lossy_decode(tok) + "'"))
         self._state = _RECOVER
 
-    def _cut(self, out: list) -> int:
+    def _cut(self, out: list[Any]) -> int:
         """A token grew past the limit: QEMU hands the piece on and restarts."""
         self._token(-1, None, self._max_bytes + 1, out)
         self._state = _START
         return self._ts + self._max_bytes + 1
 
     # -- lexer ----------------------------------------------------------------
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Any]:
         """Lex and parse ``data``; return the completed items in order.
 
         Items are parsed values or JsonParseError.  Partial input is kept
         for the next call.
         """
-        out: list = []
+        out: list[Any] = []
         if not data:
             return out
         buf = self._buf
@@ -151,7 +153,7 @@ class JsonStreamParser:
             if st == _START:
                 c = buf[pos]
                 if c in _WS:
-                    pos = _WS_RUN.match(buf, pos + 1).end()
+                    pos = _WS_RUN.match(buf, pos + 1).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 # Fast path for a whole small object; skipped at once when no
                 # '}' is near, so a big message's first chunk costs nothing.
@@ -183,7 +185,7 @@ class JsonStreamParser:
                 else:
                     self._lex_error(bytes((c,)), out)
             elif st == _RECOVER:
-                pos = _RECOVER_RUN.match(buf, pos).end()
+                pos = _RECOVER_RUN.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                 if pos < n:
                     self._state = _START
             elif st == _NUM:
@@ -192,7 +194,7 @@ class JsonStreamParser:
                 ts = self._ts
                 limit = ts + self._max_bytes + 1
                 if st == _KWD:
-                    pos = _LOWER.match(buf, pos).end()
+                    pos = _LOWER.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                     if pos >= limit:
                         pos = self._cut(out)
                     elif pos < n:
@@ -213,7 +215,7 @@ class JsonStreamParser:
             self._ts -= keep
         return out
 
-    def _lex_string(self, buf: bytearray, pos: int, n: int, limit: int, out: list) -> int:
+    def _lex_string(self, buf: bytearray, pos: int, n: int, limit: int, out: list[Any]) -> int:
         quote = 0x22 if self._state == _DQ else 0x27
         # Find the next quote at C speed; only if the stretch before it holds
         # a backslash or a bad byte do we need the exact (slower) regex.
@@ -222,7 +224,7 @@ class JsonStreamParser:
         plain = _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ
         for a in range(pos, e, _SCAN_WINDOW):   # bounded temporary copies
             if buf[a:min(e, a + _SCAN_WINDOW)].translate(None, plain):
-                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()
+                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()  # type: ignore[union-attr]  # X* matches
                 break
         ts = self._ts
         if e >= limit:
@@ -259,7 +261,7 @@ class JsonStreamParser:
                 return text
         return bytes(buf[ts:e + 1])
 
-    def _lex_number(self, buf: bytearray, pos: int, n: int, out: list) -> int:
+    def _lex_number(self, buf: bytearray, pos: int, n: int, out: list[Any]) -> int:
         """Run QEMU's number DFA from the saved sub-state; digit runs by regex."""
         ts = self._ts
         limit = ts + self._max_bytes + 1
@@ -272,9 +274,9 @@ class JsonStreamParser:
                 return pos
             c = buf[pos]
             digit = 0x30 <= c <= 0x39
-            if ns == _N_DIGITS or ns == _N_MANTD or ns == _N_EXPD:
+            if ns in (_N_DIGITS, _N_MANTD, _N_EXPD):
                 if digit:
-                    pos = _DIGITS.match(buf, pos).end()
+                    pos = _DIGITS.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 if ns != _N_EXPD and (c == 0x65 or c == 0x45):
                     ns = _N_EXPE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
-from typing import Any
+from typing import Any, Union
 
 from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR, OutOfRangeNumber
 from qga.codec.utf8 import NONCHAR, qemu_lossy_decode, valid_codepoint
@@ -150,12 +150,12 @@ def parse_tokens(types: list[int], texts: list[Any]) -> Any:
     n = len(types)
     i = 0
     # Frames: [is_dict, container, key, have_key]
-    stack: list[list] = []
+    stack: list[list[Any]] = []
     while True:
         if i >= n:
             raise ParseFailure("premature EOI")
         t = types[i]
-        if t == LC or t == LS:
+        if t in (LC, LS):
             if i + 1 >= n:
                 raise ParseFailure("premature EOI")
             if types[i + 1] == t + 1:  # empty {} / []
@@ -167,10 +167,10 @@ def parse_tokens(types: list[int], texts: list[Any]) -> Any:
                 continue
         elif t == STR:
             text = texts[i]
-            val = text if isinstance(text, str) else _decode_string(text)  # type: ignore[arg-type]
+            val = text if isinstance(text, str) else _decode_string(text)
             i += 1
-        elif t == INT or t == FLOAT:
-            val = _number(texts[i], t == INT)  # type: ignore[arg-type]
+        elif t in (INT, FLOAT):
+            val = _number(texts[i], t == INT)
             i += 1
         elif t == KW:
             word = texts[i]
@@ -181,7 +181,7 @@ def parse_tokens(types: list[int], texts: list[Any]) -> Any:
             elif word == b"null":
                 val = None
             else:  # vsnprintf into char[1024] truncates
-                raise ParseFailure(("invalid keyword '" + word.decode("ascii") + "'")[:1023])  # type: ignore[union-attr]
+                raise ParseFailure(("invalid keyword '" + word.decode("ascii") + "'")[:1023])
             i += 1
         else:
             raise ParseFailure("expecting value")
@@ -221,7 +221,7 @@ def parse_tokens(types: list[int], texts: list[Any]) -> Any:
             break
 
 
-def _pairs_hook(pairs: list) -> dict:
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
     if len(d) != len(pairs):
         raise _Dup
@@ -235,11 +235,12 @@ def _int_hook(text: str) -> Any:
 
 
 _decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
-_scan_once = json.scanner.make_scanner(_decoder)
+# typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
+_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 FAIL = object()
 
 
-def fast_decode(raw: bytes) -> Any:
+def fast_decode(raw: Union[bytes, bytearray]) -> Any:
     """Decode a message the fast-path regex delimited, or return FAIL."""
     if raw.isascii():
         text = raw.decode("ascii")

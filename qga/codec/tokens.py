@@ -13,6 +13,7 @@ class OutOfRangeNumber(float):
     """
 
     __slots__ = ("text",)
+    text: str
 
     def __new__(cls, text: str) -> "OutOfRangeNumber":
         """The number ``text`` (a valid JSON number whose value overflows)."""

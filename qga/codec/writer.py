@@ -20,7 +20,7 @@ import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any
+from typing import Any, Union
 
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
@@ -74,7 +74,7 @@ def _float(x: float) -> str:
     return "1e999" if x > 0 else "-1e999"
 
 
-def base64_text(data: bytes) -> bytes:
+def base64_text(data: Union[bytes, bytearray, memoryview]) -> bytes:
     """Standard base64 of ``data`` (padded, no newline), ready to be a reply string.
 
     Handlers return it as is: :func:`dumps` writes ``bytes`` verbatim between
@@ -156,7 +156,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
 
     The parser accepts 1024 levels, and an id that deep is echoed back.
     """
-    stack: list[list] = []   # [iterator over keys/items, closer, dict or None, first]
+    stack: list[list[Any]] = []   # [iterator over keys/items, closer, dict or None, first]
     pending = obj
     while True:
         if isinstance(pending, dict) and pending:
@@ -171,7 +171,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             _write(pending, out)
         while stack:
             frame = stack[-1]
-            nxt = next(frame[0], _END)
+            nxt: Any = next(frame[0], _END)
             if nxt is _END:
                 out.append(frame[1])
                 stack.pop()

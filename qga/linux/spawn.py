@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
 from qga.errors import InternalError
 
 #: glib's search path when PATH is unset ("." dropped: the agent runs as root).
@@ -89,7 +90,7 @@ def spawn(path: str, argv: Sequence[str], env: Mapping[str, str], *, stdin_pipe:
         for p in (in_pipe, out_pipe, err_pipe):
             if p:
                 opened.extend(p)
-        actions: List[tuple] = []
+        actions: List[Tuple[Any, ...]] = []
         if in_pipe:
             actions.append((os.POSIX_SPAWN_DUP2, in_pipe[0], 0))
         else:

@@ -512,7 +512,7 @@ def test_agent_sigterm_ignored_when_configured(workdir: str, loopfs: LoopFs) -> 
 
 def _is_frozen(path: str) -> bool:
     """FIFREEZE answers EBUSY on a frozen filesystem; a successful probe is undone at once."""
-    fd = fs.open_dir(path)
+    fd = fs.open_mount(path)
     try:
         fs.freeze(fd)
     except OSError as exc:

@@ -68,7 +68,7 @@ EXPECTED_FS = {
 
 
 def fake_info(dev: Any) -> blockdev.DeviceInfo:
-    return blockdev.fs_device_info(dev, str(FAKE / "sys"), str(FAKE / "udev"))
+    return blockdev.Sysfs(str(FAKE / "sys"), str(FAKE / "udev")).device_info(dev)
 
 
 @pytest.mark.parametrize("dev", sorted(EXPECTED_FS))
@@ -92,18 +92,18 @@ def test_virtual_device_recurses_into_slaves_prepending() -> None:
     assert info.disks == [by_name[n] for n in reversed(slaves)]
 
 
-def test_disk_address_function_and_unknown_bus(tmp_path: Path) -> None:
-    assert blockdev.disk_address(str(FAKE / "sys"), str(FAKE / "udev"), (8, 48)) == EXPECTED_FS[(8, 48)][1]
+def test_device_disks_and_unknown_bus(tmp_path: Path) -> None:
+    assert blockdev.Sysfs(str(FAKE / "sys"), str(FAKE / "udev")).device_info((8, 48)).disks == EXPECTED_FS[(8, 48)][1]
     # A platform device: no recognised bus, but dev is known -> kept with bus-type unknown.
     ddir = tmp_path / "sys/devices/platform/foo/block/xda"
     ddir.mkdir(parents=True)
     (ddir / "uevent").write_text("MAJOR=9\nMINOR=1\nDEVNAME=xda\n")
     (tmp_path / "sys/dev/block").mkdir(parents=True)
     os.symlink("../../devices/platform/foo/block/xda", tmp_path / "sys/dev/block/9:1")
-    got = blockdev.disk_address(str(tmp_path / "sys"), str(tmp_path / "udev"), (9, 1))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), str(tmp_path / "udev")).device_info((9, 1)).disks
     assert got == [addr(NO_PCI, "unknown", "/dev/xda")]
     (ddir / "uevent").write_text("MAJOR=9\nMINOR=1\n")  # no devnode, no serial -> dropped
-    assert blockdev.disk_address(str(tmp_path / "sys"), str(tmp_path / "udev"), (9, 1)) == []
+    assert blockdev.Sysfs(str(tmp_path / "sys"), str(tmp_path / "udev")).device_info((9, 1)).disks == []
 
 
 def test_ata_host_not_found_keeps_pci_address(tmp_path: Path) -> None:
@@ -115,12 +115,12 @@ def test_ata_host_not_found_keeps_pci_address(tmp_path: Path) -> None:
     os.symlink("../../../bus/pci/drivers/ahci", ctrl / "driver")
     (tmp_path / "sys/dev/block").mkdir(parents=True)
     os.symlink(os.path.relpath(ddir, tmp_path / "sys/dev/block"), tmp_path / "sys/dev/block/65:0")
-    got = blockdev.disk_address(str(tmp_path / "sys"), "/nonexistent", (65, 0))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((65, 0)).disks
     assert got == [addr(pci(0, 0, 31, 2), "sata", "/dev/sdz", unit=0)]  # only ata9 exists
     for i in range(1, 9):  # ata1..ata8 fill the 8 slots qemu-ga reads, in some readdir order
         (ctrl / f"ata{i}").mkdir()
     first8 = [int(e.name[3:]) for e in os.scandir(ctrl) if e.name.startswith("ata")][:8]
-    got = blockdev.disk_address(str(tmp_path / "sys"), "/nonexistent", (65, 0))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((65, 0)).disks
     if 9 in first8:
         assert got == [addr(pci(0, 0, 31, 2), "sata", "/dev/sdz", unit=sorted(first8).index(9))]
     else:
@@ -134,7 +134,7 @@ def test_hard_sysfs_error_is_worded_like_qemu(tmp_path: Path) -> None:
     os.symlink("../../devices/virtual/block/dm-7", tmp_path / "sys/dev/block/253:7")
     os.symlink("loop", vdir / "slaves" / "loop")  # self-referencing link -> realpath ELOOP
     with pytest.raises(blockdev.SysfsError) as exc:
-        blockdev.fs_device_info((253, 7), str(tmp_path / "sys"), "/nonexistent")
+        blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((253, 7))
     assert exc.value.desc == f'realpath("{vdir}/slaves/loop"): Too many levels of symbolic links'
 
 
@@ -195,7 +195,7 @@ def test_get_disks_and_fsinfo_match_qemu_ga_capture() -> None:
         if not fs["devno"] or fs["devno"].startswith("0:"):
             continue
         major, minor = (int(x) for x in fs["devno"].split(":"))
-        info = blockdev.fs_device_info((major, minor), str(HOST / "sys"), str(HOST / "udev"))
+        info = blockdev.Sysfs(str(HOST / "sys"), str(HOST / "udev")).device_info((major, minor))
         assert (info.name, info.disks) == (fs["name"], fs["disk"])
 
 
