@@ -1,11 +1,12 @@
 """Run an agent (ours or the system qemu-ga) on a unix socket and talk to it.
 
 This is how QEMU's own tests drive qemu-ga: ``-m unix-listen -t TMP -p
-TMP/sock``.  The client works on raw bytes so tests can assert byte-exact
-replies, 0xFF markers and error cascades.
+TMP/sock``.  The client (qga-client's, in its raw mode) works on raw bytes
+so tests can assert byte-exact replies, 0xFF markers and error cascades.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from qga.host import client
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_QGA = "/usr/sbin/qemu-ga"
@@ -26,47 +29,46 @@ class AgentTimeout(AssertionError):
 
 
 class Conn:
-    """A client connection with a byte buffer; replies are lines."""
+    """A client connection for tests: raw bytes in, reply lines out.
+
+    A thin layer over :class:`qga.host.client.AgentClient`'s raw framing that
+    speaks the tests' terms: a missing reply is an assertion failure
+    (:class:`AgentTimeout`), a closed connection a ``ConnectionError``.
+    """
 
     def __init__(self, path: Any, timeout: float = 10.0, family: int = socket.AF_UNIX) -> None:
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except BaseException:
-            self.sock.close()
-            raise
+        self.client = client.AgentClient(path, timeout, family)
+        self.client.open()  # FileNotFoundError etc. as they are: callers retry on them
+        self.sock = self.client.sock
         self.timeout = timeout
-        self.buf = b""
+
+    @property
+    def buf(self) -> bytes:
+        """Received bytes not read yet."""
+        return self.client.buffered
+
+    @contextlib.contextmanager
+    def _test_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except client.AgentTimeout:
+            raise AgentTimeout(f"no reply within {self.timeout} s (buffer {self.buf[:200]!r})") from None
+        except client.AgentDisconnected as exc:
+            raise ConnectionError(str(exc)) from None
 
     def close(self) -> None:
         """Disconnect."""
-        self.sock.close()
+        self.client.close()
 
     def send(self, data: bytes) -> None:
         """Write raw bytes."""
-        self.sock.sendall(data)
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AgentTimeout(f"no reply within {self.timeout} s (buffer {self.buf[:200]!r})")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            raise AgentTimeout(f"no reply within {self.timeout} s (buffer {self.buf[:200]!r})") from None
-        if not data:
-            raise ConnectionError("agent closed the connection")
-        self.buf += data
+        with self._test_errors():
+            self.client.send_raw(data)
 
     def read_line(self, timeout: Optional[float] = None) -> bytes:
         """One reply line including the trailing newline (and a leading 0xFF if any)."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while b"\n" not in self.buf:
-            self._fill(deadline)
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line + b"\n"
+        with self._test_errors():
+            return bytes(self.client.next_line(time.monotonic() + (timeout or self.timeout)))
 
     def read_reply(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """The next reply, decoded (a leading 0xFF is stripped)."""
@@ -74,12 +76,13 @@ class Conn:
 
     def expect_silence(self, seconds: float = 0.3) -> None:
         """Assert nothing arrives for ``seconds``."""
-        self.sock.settimeout(seconds)
         try:
-            data = self.sock.recv(1 << 16)
-        except socket.timeout:
+            self.client.receive(time.monotonic() + seconds)
+        except client.AgentTimeout:
             return
-        raise AssertionError(f"unexpected data: {data!r}")
+        except client.AgentDisconnected:
+            raise AssertionError("unexpected end of the connection") from None
+        raise AssertionError(f"unexpected data: {self.buf!r}")
 
     def request(self, request: Any, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Send one request (dict or raw bytes) and return the decoded reply."""
@@ -102,23 +105,8 @@ class Conn:
         Returns the bytes skipped before the matching sync reply (stale replies,
         error cascades, earlier sync replies), so tests can compare them.
         """
-        self.send(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
-                                         "arguments": {"id": sync_id}}).encode() + b"\n")
-        deadline = time.monotonic() + self.timeout
-        skipped = b""
-        while True:
-            while b"\xff" not in self.buf:
-                skipped += self.buf
-                self.buf = b""
-                self._fill(deadline)
-            before, _, self.buf = self.buf.partition(b"\xff")
-            skipped += before
-            while b"\n" not in self.buf:
-                self._fill(deadline)
-            line, _, self.buf = self.buf.partition(b"\n")
-            if json.loads(line).get("return") == sync_id:
-                return skipped
-            skipped += b"\xff" + line + b"\n"
+        with self._test_errors():
+            return self.client.sync_skipping(sync_id)
 
 
 class AgentProcess:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import random
-import select
 import socket
 import time
-from typing import Any, BinaryIO, Dict, Optional, Sequence
+from typing import Any, BinaryIO, Dict, NoReturn, Optional, Sequence
 
 __all__ = [
     "AgentClient",
@@ -32,8 +31,12 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0  # seconds; libvirt's guest-sync wait (QEMU_AGENT_WAIT_TIME)
 CHUNK = 1024 * 1024  # bytes per guest-file-read/-write: replies stay well under 10 MiB
 MAX_LINE = 128 * 1024 * 1024  # a guest-file-read of 48 MiB is ~64 MiB of base64
+BUFFER = 1024 * 1024  # initial receive buffer; it doubles for longer replies
 
-# Exit statuses of the command line tool.
+# Request and sync ids come from one generator: seeding one per client would
+# cost more than the connect itself (benchmarks/run.py times reconnects).
+_RNG = random.Random()
+
 class ClientError(Exception):
     """Base class of everything :class:`AgentClient` raises."""
 
@@ -58,41 +61,61 @@ class AgentDisconnected(ClientError):
 class AgentClient:
     """A synchronous, timeout-bounded guest agent client.
 
+    Two layers: the protocol (:meth:`sync`, :meth:`execute` and the helpers
+    built on them, which connect when needed) and, under it, the raw framing
+    (:meth:`send_raw`, :meth:`next_line`, :meth:`receive`, :attr:`buffered`)
+    on an open connection, which tests use to assert byte-exact replies.
+
     >>> with AgentClient("/run/qga.sock", timeout=5) as agent:   # doctest: +SKIP
     ...     agent.execute("guest-ping")
     {}
     """
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: Any, timeout: float = DEFAULT_TIMEOUT, family: int = socket.AF_UNIX) -> None:
         self.path = path
         self.timeout = timeout
+        self.family = family
         self._sock: Optional[socket.socket] = None
-        self._buf = bytearray()
+        # Received bytes not yet consumed are _rbuf[_start:_end]; recv_into
+        # fills the reused buffer, lines are views of it (no copy per reply).
+        self._rbuf = bytearray(BUFFER)
+        self._start = self._end = 0
         self._synced = False
-        # Random ids so replies meant for another client (virtio channels do
-        # not see host-side reconnects) cannot be mistaken for ours.
-        self._rng = random.Random()
-        self._next_id = self._rng.randrange(1, 1 << 31)
+        self._next_id = _RNG.randrange(1, 1 << 31)
 
     # -- connection ----------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Connect to the socket (bounded by the timeout); idempotent."""
+    def open(self) -> None:
+        """Connect, letting the socket's own ``OSError`` through (for callers
+        that retry while an agent starts); idempotent."""
         if self._sock is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
-        except socket.timeout:
+        except BaseException:
             sock.close()
+            raise
+        self._sock = sock
+        self._start = self._end = 0
+        self._synced = False
+
+    def connect(self) -> None:
+        """Connect to the socket (bounded by the timeout); idempotent."""
+        try:
+            self.open()
+        except socket.timeout:
             raise AgentTimeout(f"connecting to {self.path}: timed out after {self.timeout:g}s") from None
         except OSError as exc:
-            sock.close()
             raise AgentDisconnected(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
-        self._sock = sock
-        self._buf.clear()
-        self._synced = False
+
+    @property
+    def sock(self) -> socket.socket:
+        """The connected socket (for tests that act on it directly)."""
+        if self._sock is None:
+            raise AgentDisconnected(f"{self.path}: not connected")
+        return self._sock
 
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
@@ -108,63 +131,100 @@ class AgentClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- low-level I/O with deadlines ------------------------------------------------
+    # -- raw framing, every wait bounded ---------------------------------------------
 
     def _deadline(self, timeout: Optional[float]) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
-    def _remaining(self, deadline: float, what: str) -> float:
-        left = deadline - time.monotonic()
+    def _bounded(self, deadline: Optional[float], what: str) -> socket.socket:
+        """The socket, with its timeout set so that one call ends by ``deadline``
+        (``None``: within the client's timeout).
+
+        The socket's own timeout bounds each call, so there is no select()
+        per read; it is only changed when it differs.
+        """
+        sock = self.sock
+        left = self.timeout if deadline is None else deadline - time.monotonic()
         if left <= 0:
-            # The channel may now hold a late reply: force a re-sync next time.
-            self._synced = False
-            raise AgentTimeout(f"{what}: no reply from the agent within the timeout")
-        return left
+            self._timed_out(what)
+        if sock.gettimeout() != left:
+            sock.settimeout(left)
+        return sock
+
+    def _timed_out(self, what: str) -> NoReturn:
+        # The channel may now hold a late reply: force a re-sync next time.
+        self._synced = False
+        raise AgentTimeout(f"{what}: no reply from the agent within the timeout")
 
     def send_raw(self, data: bytes, deadline: Optional[float] = None) -> None:
         """Write ``data`` completely before ``deadline`` (an agent that stops
         reading would otherwise block ``sendall`` forever once buffers fill)."""
-        self.connect()
-        assert self._sock is not None
-        if deadline is None:
-            deadline = self._deadline(None)
-        view = memoryview(data)
-        while view:
-            left = self._remaining(deadline, "sending request")
-            _, writable, _ = select.select([], [self._sock], [], left)
-            if not writable:
-                continue  # _remaining raises on the next round
-            try:
-                sent = self._sock.send(view[:65536])
-            except (BlockingIOError, InterruptedError, socket.timeout):
-                continue
-            except OSError as exc:
-                self.close()
-                raise AgentDisconnected(f"sending to {self.path}: {exc.strerror or exc}") from None
-            view = view[sent:]
-
-    def _fill(self, deadline: float, what: str) -> None:
-        """Read at least one more chunk into the buffer, or raise."""
-        assert self._sock is not None
-        left = self._remaining(deadline, what)
-        readable, _, _ = select.select([self._sock], [], [], left)
-        if not readable:
-            self._remaining(deadline, what)  # raises AgentTimeout
-            return
+        sock = self._bounded(deadline, "sending request")
         try:
-            data = self._sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError, socket.timeout):
-            return
+            sock.sendall(data)  # the timeout bounds the whole sendall
+        except socket.timeout:
+            self._timed_out("sending request")
+        except OSError as exc:
+            self.close()
+            raise AgentDisconnected(f"sending to {self.path}: {exc.strerror or exc}") from None
+
+    @property
+    def buffered(self) -> bytes:
+        """What has been received and not consumed yet."""
+        return bytes(self._rbuf[self._start:self._end])
+
+    def _consume(self, end: int) -> None:
+        """Drop the buffered bytes before index ``end``."""
+        self._start = end
+        if end == self._end:
+            self._start = self._end = 0
+
+    def receive(self, deadline: Optional[float] = None, what: str = "reading reply") -> int:
+        """Receive at least one more byte into the buffer before ``deadline``
+        (``None``: within the client's timeout); return how many arrived."""
+        sock = self._bounded(deadline, what)
+        buf = self._rbuf
+        if self._end == len(buf):
+            pending = self._end - self._start
+            if self._start and pending < len(buf) // 2:
+                buf[:pending] = buf[self._start:self._end]  # same size: views stay valid
+            elif 2 * len(buf) > MAX_LINE:
+                self.close()
+                raise ClientError(f"{what}: reply larger than {MAX_LINE} bytes")
+            else:  # a new buffer: views of the old one may still be held
+                new = bytearray(2 * len(buf))
+                new[:pending] = buf[self._start:self._end]
+                self._rbuf = buf = new
+            self._start, self._end = 0, pending
+        try:
+            count = sock.recv_into(memoryview(buf)[self._end:])
+        except socket.timeout:
+            self._timed_out(what)
         except OSError as exc:
             self.close()
             raise AgentDisconnected(f"reading from {self.path}: {exc.strerror or exc}") from None
-        if not data:
+        if not count:
             self.close()
             raise AgentDisconnected(f"{what}: the agent closed the connection")
-        self._buf += data
-        if len(self._buf) > MAX_LINE:
-            self.close()
-            raise ClientError(f"{what}: reply larger than {MAX_LINE} bytes")
+        self._end += count
+        return count
+
+    def next_line(self, deadline: Optional[float] = None, what: str = "reading reply") -> memoryview:
+        """The next line as received, with its newline and any leading 0xFF.
+
+        A view of the receive buffer, valid until the next read (``bytes()``
+        keeps it).  ``deadline`` bounds the whole line; ``None`` bounds each
+        read by the client's timeout.
+        """
+        scanned = 0
+        while True:
+            nl = self._rbuf.find(b"\n", self._start + scanned, self._end)
+            if nl >= 0:
+                view = memoryview(self._rbuf)[self._start:nl + 1]
+                self._consume(nl + 1)
+                return view
+            scanned = self._end - self._start  # receive() may move the bytes
+            self.receive(deadline, what)
 
     def read_line(self, deadline: float, what: str = "reading reply") -> bytes:
         """Next ``\\n``-terminated line without the newline and any leading 0xFF.
@@ -172,14 +232,7 @@ class AgentClient:
         Replies are one JSON object per line; only the reply to
         guest-sync-delimited starts with a raw 0xFF byte.
         """
-        self.connect()
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                line = bytes(self._buf[:nl])
-                del self._buf[: nl + 1]
-                return line.lstrip(b"\xff").rstrip(b"\r")
-            self._fill(deadline, what)
+        return bytes(self.next_line(deadline, what)[:-1]).lstrip(b"\xff").rstrip(b"\r")
 
     # -- protocol ---------------------------------------------------------------------
 
@@ -195,24 +248,33 @@ class AgentClient:
         error, which is discarded along with any stale replies, because we skip
         everything up to the first 0xFF the agent sends back: that byte only
         ever prefixes a guest-sync-delimited reply.  Stale delimited replies of
-        earlier clients are ruled out by checking the (random) id.
+        earlier clients are ruled out by checking the (random) id, which is
+        returned.
         """
+        sync_id = _RNG.randrange(1, 1 << 53)
+        self.sync_skipping(sync_id, timeout)
+        return sync_id
+
+    def sync_skipping(self, sync_id: int, timeout: Optional[float] = None) -> bytes:
+        """:meth:`sync` with the given id; return the bytes it skipped (all
+        that came before the delimited reply carrying ``sync_id``)."""
         self.connect()
         deadline = self._deadline(timeout)
-        sync_id = self._rng.randrange(1, 1 << 53)
         request = {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
         self.send_raw(b"\xff" + json.dumps(request).encode() + b"\n", deadline)
+        skipped = bytearray()
         while True:
-            self._skip_to_delimiter(deadline)
-            line = self.read_line(deadline, "guest-sync-delimited")
-            reply = parse_object(line)
+            self._skip_to_delimiter(deadline, skipped)
+            line = bytes(self.next_line(deadline, "guest-sync-delimited"))
+            reply = parse_object(line[:-1].lstrip(b"\xff").rstrip(b"\r"))
             if reply is not None and reply.get("return") == sync_id:
                 self._synced = True
-                return sync_id
+                return bytes(skipped)
             # Otherwise an earlier client's delimited reply: keep looking.
+            skipped += b"\xff" + line
 
-    def _skip_to_delimiter(self, deadline: float) -> None:
-        """Discard input up to and including the next 0xFF byte.
+    def _skip_to_delimiter(self, deadline: float, skipped: bytearray) -> None:
+        """Move input up to the next 0xFF byte into ``skipped``; drop the 0xFF.
 
         Complete lines met on the way are stale replies or the parse error
         our own 0xFF provokes, except an error about guest-sync-delimited
@@ -220,19 +282,23 @@ class AgentClient:
         it instead of waiting for the timeout.
         """
         while True:
-            idx = self._buf.find(b"\xff")
-            nl = self._buf.find(b"\n")
+            buf, start, end = self._rbuf, self._start, self._end
+            idx = buf.find(b"\xff", start, end)
+            nl = buf.find(b"\n", start, end)
             if nl >= 0 and (idx < 0 or nl < idx):
-                reply = parse_object(bytes(self._buf[:nl]))
-                del self._buf[: nl + 1]
+                line = bytes(buf[start:nl + 1])
+                self._consume(nl + 1)
+                skipped += line
+                reply = parse_object(line[:-1])
                 err = reply.get("error") if reply is not None else None
                 if isinstance(err, dict) and "guest-sync-delimited" in str(err.get("desc", "")):
                     raise AgentError(str(err.get("class", "GenericError")), str(err.get("desc", "")))
                 continue
             if idx >= 0:
-                del self._buf[: idx + 1]
+                skipped += buf[start:idx]
+                self._consume(idx + 1)
                 return
-            self._fill(deadline, "guest-sync-delimited")
+            self.receive(deadline, "guest-sync-delimited")
 
     def execute(self, name: str, args: Optional[Dict[str, Any]] = None,
                 timeout: Optional[float] = None) -> Any:
