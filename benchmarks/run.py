@@ -31,7 +31,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,11 +39,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from qga.host.client import AgentClient  # noqa: E402  (the repository's own client)
+
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = "/usr/sbin/qemu-ga"
 RESULTS = REPO / "benchmarks" / "results"
 MiB = 1 << 20
 KINDS = ("ours", "ref")
+CLIENT_TIMEOUT = 300.0  # bounds each read and write of the benchmark's client
 LABEL = {"ours": "qemu-ga-py", "ref": "qemu-ga"}
 
 INVENTORY = (
@@ -170,70 +173,15 @@ def proc_runtime_ns(pid: int) -> int:
     return total
 
 
-class Conn:
-    """A blocking unix-socket client with a reusable receive buffer."""
-
-    def __init__(self, path: str, timeout: float = 300.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = bytearray(1 * MiB)
-        self.start = self.end = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        if self.end == len(self.buf):
-            pending = self.end - self.start
-            if self.start and pending < len(self.buf) // 2:
-                self.buf[:pending] = self.buf[self.start:self.end]  # same size: views stay valid
-            else:  # a new buffer: views of the old one may still be held
-                new = bytearray(2 * len(self.buf))
-                new[:pending] = self.buf[self.start:self.end]
-                self.buf = new
-            self.start, self.end = 0, pending
-        n = self.sock.recv_into(memoryview(self.buf)[self.end:])
-        if not n:
-            raise ConnectionError("agent closed the connection")
-        self.end += n
-
-    def line(self) -> memoryview:
-        """The next reply line (with the newline); valid until the next read."""
-        scan = self.start
-        while True:
-            i = self.buf.find(b"\n", scan, self.end)
-            if i >= 0:
-                view = memoryview(self.buf)[self.start:i + 1]
-                self.start = i + 1
-                if self.start == self.end:
-                    self.start = self.end = 0
-                return view
-            scan = self.end
-            self._fill()
-
-    def reply(self) -> Any:
-        return json.loads(bytes(self.line()).lstrip(b"\xff"))
-
-    def call(self, name: str, **arguments: Any) -> Any:
-        req: Dict[str, Any] = {"execute": name}
-        if arguments:
-            req["arguments"] = arguments
-        self.send(json.dumps(req).encode() + b"\n")
-        rep = self.reply()
-        if "error" in rep:
-            raise RuntimeError(f"{name}: {rep['error']}")
-        return rep["return"]
-
-
-def connect(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> Conn:
+def connect(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> AgentClient:
+    """A client on the agent's socket, once it accepts.  Each read or write is
+    bounded by the socket's own timeout (no select() in the timed path)."""
     deadline = time.monotonic() + timeout
     while True:
+        client = AgentClient(path, timeout=CLIENT_TIMEOUT)
         try:
-            return Conn(path)
+            client.open()
+            return client
         except (FileNotFoundError, ConnectionRefusedError):
             if proc.poll() is not None:
                 raise RuntimeError(f"agent exited with status {proc.returncode}") from None
@@ -255,7 +203,7 @@ class Agent:
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         self.conn = connect(self.sock_path, self.proc)
         self.sync()
-        info = self.conn.call("guest-info")
+        info = self.conn.execute("guest-info")
         self.version = info["version"]
         self.commands = {c["name"] for c in info["supported_commands"] if c["enabled"]}
 
@@ -265,11 +213,7 @@ class Agent:
 
     def sync(self) -> None:
         """0xFF + guest-sync-delimited, skipping anything stale."""
-        self.conn.send(b'\xff{"execute":"guest-sync-delimited","arguments":{"id":987654}}\n')
-        while True:
-            line = bytes(self.conn.line())
-            if line.startswith(b"\xff") and json.loads(line[1:]).get("return") == 987654:
-                return
+        self.conn.sync()
 
     def reconnect(self) -> None:
         self.conn.close()
@@ -377,8 +321,8 @@ class Bench:
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
                 conn = connect(sock, proc)
-                conn.send(b'{"execute":"guest-sync","arguments":{"id":1}}\n')
-                if json.loads(bytes(conn.line())) != {"return": 1}:
+                conn.send_raw(b'{"execute":"guest-sync","arguments":{"id":1}}\n')
+                if json.loads(bytes(conn.next_line())) != {"return": 1}:
                     raise RuntimeError("bad guest-sync reply")
                 times[kind].append(time.perf_counter() - t0)
                 rss[kind].append(proc_status(proc.pid)["VmRSS"] / 1024)
@@ -407,8 +351,8 @@ class Bench:
             c0, s0 = proc_cpu(agent.pid), proc_runtime_ns(agent.pid)
             for req, exp in zip(reqs, exps):
                 t0 = clock()
-                conn.send(req)
-                line = conn.line()
+                conn.send_raw(req)
+                line = conn.next_line()
                 out.append(clock() - t0)
                 if line != exp:
                     raise RuntimeError(f"{kind}: unexpected reply {bytes(line)[:100]!r}")
@@ -459,7 +403,7 @@ class Bench:
                         received += k
             finally:
                 elapsed = time.perf_counter() - t0
-                sock.settimeout(300)
+                sock.settimeout(CLIENT_TIMEOUT)
             cpu[kind] += proc_cpu(agent.pid) - c0
             if got != expect:
                 bad = next(i for i in range(len(expect)) if got[i] != expect[i])
@@ -477,9 +421,10 @@ class Bench:
             agent = self.agents[kind]
             t0 = time.perf_counter()
             agent.conn.close()
-            agent.conn = Conn(agent.sock_path)
-            agent.conn.send(b'{"execute":"guest-sync","arguments":{"id":77}}\n')
-            line = agent.conn.line()
+            agent.conn = AgentClient(agent.sock_path, timeout=CLIENT_TIMEOUT)
+            agent.conn.open()
+            agent.conn.send_raw(b'{"execute":"guest-sync","arguments":{"id":77}}\n')
+            line = agent.conn.next_line()
             times[kind].append(time.perf_counter() - t0)
             if line != b'{"return": 77}\n':
                 raise RuntimeError(f"{kind}: unexpected reply {bytes(line)[:100]!r}")
@@ -504,15 +449,15 @@ class Bench:
 
     def _read_once(self, kind: str, path: str, sha: str, chunk: int) -> float:
         conn = self.agents[kind].conn
-        handle = conn.call("guest-file-open", path=path, mode="r")
+        handle = conn.execute("guest-file-open", {"path": path, "mode": "r"})
         req = b'{"execute":"guest-file-read","arguments":{"handle":%d,"count":%d}}\n' % (handle, chunk)
         h = hashlib.sha256()
         total = 0
         elapsed = 0.0
         while True:
             t0 = time.perf_counter()
-            conn.send(req)
-            line = conn.line()
+            conn.send_raw(req)
+            line = conn.next_line()
             elapsed += time.perf_counter() - t0
             # Untimed: take the base64 out without a full JSON decode, hash it.
             text = bytes(line)
@@ -528,7 +473,7 @@ class Bench:
             total += len(data)
             if rest["eof"] or not data:
                 break
-        conn.call("guest-file-close", handle=handle)
+        conn.execute("guest-file-close", {"handle": handle})
         if total != self.p.file_size or h.hexdigest() != sha:
             raise RuntimeError(f"{kind}: file read returned {total} bytes, SHA-256 mismatch")
         return self.p.file_size / MiB / elapsed
@@ -542,7 +487,7 @@ class Bench:
     def _write_once(self, kind: str, src: str, sha: str, chunk: int) -> float:
         conn = self.agents[kind].conn
         dest = os.path.join(self.workdir, f"written-{kind}.bin")
-        handle = conn.call("guest-file-open", path=dest, mode="w")
+        handle = conn.execute("guest-file-open", {"path": dest, "mode": "w"})
         elapsed = 0.0
         with open(src, "rb") as f:
             while True:
@@ -552,14 +497,14 @@ class Bench:
                 req = b'{"execute":"guest-file-write","arguments":{"handle":%d,"buf-b64":"%s"}}\n' % (
                     handle, base64.b64encode(data))
                 t0 = time.perf_counter()
-                conn.send(req)
-                line = conn.line()
+                conn.send_raw(req)
+                line = conn.next_line()
                 elapsed += time.perf_counter() - t0
                 rep = json.loads(bytes(line))
                 if rep.get("return", {}).get("count") != len(data):
                     raise RuntimeError(f"{kind}: bad guest-file-write reply {bytes(line)[:200]!r}")
         t0 = time.perf_counter()
-        conn.call("guest-file-close", handle=handle)
+        conn.execute("guest-file-close", {"handle": handle})
         elapsed += time.perf_counter() - t0
         h = hashlib.sha256()
         with open(dest, "rb") as f:
@@ -581,15 +526,15 @@ class Bench:
         conn = self.agents[kind].conn
         req = json.dumps({"execute": "guest-exec", "arguments": args}).encode() + b"\n"
         t0 = time.perf_counter()
-        conn.send(req)
-        rep = conn.reply()
+        conn.send_raw(req)
+        rep = json.loads(bytes(conn.next_line()))
         if "error" in rep:
             raise RuntimeError(f"{kind}: guest-exec: {rep['error']}")
         status_req = b'{"execute":"guest-exec-status","arguments":{"pid":%d}}\n' % rep["return"]["pid"]
         polls = 0
         while True:
-            conn.send(status_req)
-            line = bytes(conn.line())
+            conn.send_raw(status_req)
+            line = bytes(conn.next_line())
             polls += 1
             if b'"exited": true' in line:
                 break
@@ -619,8 +564,8 @@ class Bench:
         def once(kind: str) -> float:
             conn = self.agents[kind].conn
             t0 = time.perf_counter()
-            conn.send(req)
-            line = conn.line()
+            conn.send_raw(req)
+            line = conn.next_line()
             elapsed = time.perf_counter() - t0
             if not line[:10].tobytes().startswith(b'{"return"'):
                 raise RuntimeError(f"{kind}: {command}: {bytes(line)[:200]!r}")
