@@ -117,6 +117,11 @@ class AgentClient:
             raise AgentDisconnected(f"{self.path}: not connected")
         return self._sock
 
+    @property
+    def connected(self) -> bool:
+        """Whether the socket is open (the peer closing it or an I/O error closes it)."""
+        return self._sock is not None
+
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
         if self._sock is not None:
@@ -208,6 +213,18 @@ class AgentClient:
             raise AgentDisconnected(f"{what}: the agent closed the connection")
         self._end += count
         return count
+
+    def drain(self, quiet: float) -> bytes:
+        """Everything buffered and all that arrives until ``quiet`` seconds
+        pass without a byte (or the peer closes), consumed."""
+        try:
+            while True:
+                self.receive(time.monotonic() + quiet)
+        except (AgentTimeout, AgentDisconnected):
+            pass
+        data = self.buffered
+        self._start = self._end = 0
+        return data
 
     def next_line(self, deadline: Optional[float] = None, what: str = "reading reply") -> memoryview:
         """The next line as received, with its newline and any leading 0xFF.

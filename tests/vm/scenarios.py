@@ -61,7 +61,7 @@ def check_delimited_sync(g: Guest) -> None:
     deadline = time.monotonic() + 10
     while b'"return": %d' % sid not in raw and b'"return":%d' % sid not in raw:
         assert time.monotonic() < deadline, f"no delimited reply; got {raw!r}"
-        raw += ag.stream.drain(0.3)
+        raw += ag.drain(0.3)
     i = raw.rindex(b"\xff")
     obj = json.loads(raw[i + 1:].decode())
     assert obj == {"return": sid}, raw

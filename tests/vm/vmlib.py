@@ -16,6 +16,7 @@ demand by :func:`prepare`.  Every wait has a timeout: nothing here may hang a ru
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -35,7 +36,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+from qga.host import client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -467,11 +470,7 @@ def qemu_smoke_test(timeout: float = 60) -> None:
 
 
 class JsonStream:
-    """A JSON-object stream over a UNIX socket, with deadlines on every read.
-
-    Handles the agent's framing: objects separated by newlines, optionally
-    preceded by a 0xFF sentinel (guest-sync-delimited).
-    """
+    """A JSON-object stream over a UNIX socket, with deadlines on every read (QMP's)."""
 
     def __init__(self, path: str, connect_timeout: float = 30) -> None:
         self.path = path
@@ -507,16 +506,6 @@ class JsonStream:
             raise EOFError(f"{self.path}: peer closed the connection")
         self.buf += chunk
 
-    def read_until_byte(self, byte: int, timeout: float) -> bytes:
-        """Discard input up to and including *byte*; returns what was discarded."""
-        deadline = time.monotonic() + timeout
-        while True:
-            i = self.buf.find(bytes([byte]))
-            if i >= 0:
-                skipped, self.buf = self.buf[:i], self.buf[i + 1:]
-                return skipped
-            self._fill(deadline)
-
     def recv(self, timeout: float) -> Dict[str, Any]:
         """Next JSON object (0xFF sentinels and whitespace between objects are skipped)."""
         deadline = time.monotonic() + timeout
@@ -535,51 +524,92 @@ class JsonStream:
                     return obj
             self._fill(deadline)
 
-    def drain(self, quiet: float = 0.2) -> bytes:
-        """Read and return whatever arrives until the line is quiet for *quiet* seconds."""
-        out = self.buf
-        self.buf = b""
-        while not self.eof:
-            r, _, _ = select.select([self.sock], [], [], quiet)
-            if not r:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                self.eof = True
-                break
-            out += chunk
-        return out
+
+T = TypeVar("T")
 
 
 def _connect_unix(path: str, timeout: float) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
+    def attempt() -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(path)
-            return s
-        except OSError as e:
+        except OSError:
             s.close()
+            raise
+        return s
+    return _until_connected(attempt, path, timeout)
+
+
+def _until_connected(connect: Callable[[], T], path: str, timeout: float) -> T:
+    """``connect()``, retried while it fails for up to *timeout* seconds (QEMU creates the socket late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect()
+        except OSError as e:
             if time.monotonic() > deadline:
                 raise GuestError(f"cannot connect to {path}: {e}")
             time.sleep(0.05)
 
 
 class AgentClient:
-    """Host side of the agent's virtio-serial channel (QEMU's chardev socket)."""
+    """Host side of the agent's virtio-serial channel (QEMU's chardev socket).
+
+    The I/O is qga-client's (:class:`qga.host.client.AgentClient`, raw framing),
+    with this module's errors: ``TimeoutError``, ``EOFError``, :class:`AgentError`.
+    """
 
     def __init__(self, path: str, connect_timeout: float = 30, default_timeout: float = 30) -> None:
-        self.stream = JsonStream(path, connect_timeout)
+        self.path = path
+        self.conn = client.AgentClient(path, default_timeout)
+        _until_connected(self.conn.open, path, connect_timeout)
         self.timeout = default_timeout
 
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except client.AgentTimeout:
+            raise TimeoutError(f"{self.path}: no reply in time; buffered {self.conn.buffered[:200]!r}") from None
+        except client.AgentDisconnected:
+            raise EOFError(f"{self.path}: peer closed the connection") from None
+        except client.AgentError as e:
+            raise AgentError({"class": e.cls, "desc": e.desc}) from None
+
+    @property
+    def eof(self) -> bool:
+        """The channel is closed (the peer closed it, or a read failed)."""
+        return not self.conn.connected
+
     def close(self) -> None:
-        self.stream.close()
+        self.conn.close()
 
     def send_raw(self, data: bytes) -> None:
-        self.stream.send(data)
+        with self._errors():
+            self.conn.send_raw(data)
+
+    def send_json(self, obj: Dict[str, Any]) -> None:
+        self.send_raw(json.dumps(obj).encode() + b"\n")
+
+    def drain(self, quiet: float = 0.2) -> bytes:
+        """Read and return whatever arrives until the line is quiet for *quiet* seconds."""
+        return self.conn.drain(quiet)
 
     def recv(self, timeout: Optional[float] = None) -> Dict[str, Any]:
-        return self.stream.recv(self.timeout if timeout is None else timeout)
+        """Next reply object (a leading 0xFF sentinel and blank lines are skipped)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            with self._errors():
+                line = bytes(self.conn.next_line(deadline)).strip(b" \t\r\n\xff")
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise GuestError(f"non-JSON reply from {self.path}: {line[:200]!r}") from None
+            if not isinstance(obj, dict):
+                raise GuestError(f"non-object JSON from {self.path}: {obj!r}")
+            return obj
 
     def cmd(self, name: str, args: Optional[Dict[str, Any]] = None,
             timeout: Optional[float] = None) -> Dict[str, Any]:
@@ -587,7 +617,7 @@ class AgentClient:
         msg: Dict[str, Any] = {"execute": name}
         if args is not None:
             msg["arguments"] = args
-        self.stream.send_json(msg)
+        self.send_json(msg)
         return self.recv(timeout)
 
     def execute(self, name: str, args: Optional[Dict[str, Any]] = None,
@@ -605,29 +635,24 @@ class AgentClient:
         msg: Dict[str, Any] = {"execute": name}
         if args is not None:
             msg["arguments"] = args
-        self.stream.send_json(msg)
+        self.send_json(msg)
 
     def sync(self, timeout: float = 10, sync_id: Optional[int] = None) -> int:
         """libvirt's handshake: guest-sync with a millisecond-timestamp id; stale replies are dropped."""
         sid = int(time.time() * 1000) if sync_id is None else sync_id
-        self.stream.send_json({"execute": "guest-sync", "arguments": {"id": sid}})
+        self.send_json({"execute": "guest-sync", "arguments": {"id": sid}})
         deadline = time.monotonic() + timeout
         while True:
-            resp = self.stream.recv(max(0.0, deadline - time.monotonic()))
+            resp = self.recv(max(0.0, deadline - time.monotonic()))
             if resp.get("return") == sid:
                 return sid
 
     def sync_delimited(self, timeout: float = 10, sync_id: Optional[int] = None) -> int:
         """0xFF, then guest-sync-delimited: resets a half-parsed request in the agent."""
         sid = (int(time.time() * 1000) & 0x7FFFFFFF) if sync_id is None else sync_id
-        self.stream.send(b"\xff")
-        self.stream.send_json({"execute": "guest-sync-delimited", "arguments": {"id": sid}})
-        deadline = time.monotonic() + timeout
-        while True:
-            self.stream.read_until_byte(0xFF, max(0.0, deadline - time.monotonic()))
-            resp = self.stream.recv(max(0.0, deadline - time.monotonic()))
-            if resp.get("return") == sid:
-                return sid
+        with self._errors():
+            self.conn.sync_skipping(sid, timeout)
+        return sid
 
     # Convenience wrappers used by tests and the demo.
 
@@ -929,7 +954,7 @@ class Guest:
             except (TimeoutError, EOFError, OSError, GuestError):
                 self._check_alive("waiting for the agent")
                 self._check_console_fatal(marker_from)
-                if self._agent is not None and self._agent.stream.eof:
+                if self._agent is not None and self._agent.eof:
                     self._agent.close()
                     self._agent = None
 
