@@ -33,8 +33,8 @@ CHUNK = 1024 * 1024  # bytes per guest-file-read/-write: replies stay well under
 MAX_LINE = 128 * 1024 * 1024  # a guest-file-read of 48 MiB is ~64 MiB of base64
 BUFFER = 1024 * 1024  # initial receive buffer; it doubles for longer replies
 
-# Request and sync ids come from one generator: seeding one per client would
-# cost more than the connect itself (benchmarks/run.py times reconnects).
+# Request and sync ids come from one generator: seeding one per client costs
+# about half a connect (benchmarks/run.py times reconnects).
 _RNG = random.Random()
 
 class ClientError(Exception):
@@ -81,7 +81,7 @@ class AgentClient:
         self._rbuf = bytearray(BUFFER)
         self._start = self._end = 0
         self._synced = False
-        self._next_id = _RNG.randrange(1, 1 << 31)
+        self._next_id = 0  # drawn at the first request: connecting stays cheap
 
     # -- connection ----------------------------------------------------------------
 
@@ -148,10 +148,15 @@ class AgentClient:
         The socket's own timeout bounds each call, so there is no select()
         per read; it is only changed when it differs.
         """
-        sock = self.sock
-        left = self.timeout if deadline is None else deadline - time.monotonic()
-        if left <= 0:
-            self._timed_out(what)
+        sock = self._sock
+        if sock is None:
+            raise AgentDisconnected(f"{what}: not connected to {self.path}")
+        if deadline is None:
+            left = self.timeout
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._timed_out(what)
         if sock.gettimeout() != left:
             sock.settimeout(left)
         return sock
@@ -233,15 +238,16 @@ class AgentClient:
         keeps it).  ``deadline`` bounds the whole line; ``None`` bounds each
         read by the client's timeout.
         """
-        scanned = 0
+        scan = self._start
         while True:
-            nl = self._rbuf.find(b"\n", self._start + scanned, self._end)
+            nl = self._rbuf.find(b"\n", scan, self._end)
             if nl >= 0:
                 view = memoryview(self._rbuf)[self._start:nl + 1]
                 self._consume(nl + 1)
                 return view
-            scanned = self._end - self._start  # receive() may move the bytes
+            scanned = self._end - self._start
             self.receive(deadline, what)
+            scan = self._start + scanned  # receive() may have moved the bytes
 
     def read_line(self, deadline: float, what: str = "reading reply") -> bytes:
         """Next ``\\n``-terminated line without the newline and any leading 0xFF.
@@ -254,6 +260,10 @@ class AgentClient:
     # -- protocol ---------------------------------------------------------------------
 
     def _new_id(self) -> int:
+        if not self._next_id:
+            # Random ids so replies meant for another client (virtio channels
+            # do not see host-side reconnects) cannot be mistaken for ours.
+            self._next_id = _RNG.randrange(1, 1 << 31)
         self._next_id = (self._next_id + 1) % (1 << 53) or 1
         return self._next_id
 

@@ -27,6 +27,7 @@ import pytest
 
 from qga.host.cli import EXIT_AGENT_ERROR, EXIT_EXEC_TIMEOUT, EXIT_UNREACHABLE
 from qga.host.client import (
+    BUFFER,
     AgentClient,
     AgentDisconnected,
     AgentError,
@@ -450,6 +451,50 @@ def test_stale_delimited_reply_and_id_matching(fake: Callable[..., FakeAgent]) -
     fa = fake(syncing_then(answer, stop))
     with AgentClient(fa.path, timeout=2) as agent:
         assert agent.execute("guest-whatever") == {"ok": "guest-whatever"}
+    stop.set()
+
+
+def test_raw_lines_keep_their_framing_across_buffer_moves(fake: Callable[..., FakeAgent]) -> None:
+    """next_line gives each line as sent (0xFF and newline included), also one whose end
+    arrives after the full receive buffer is compacted, and one longer than the buffer."""
+    size = BUFFER * 6 // 10
+    first = b"\xff" + b"a" * (size - 2) + b"\n"
+    second = b"b" * (BUFFER - size + 9) + b"\n"  # all but its last 10 bytes fill the buffer
+    longer = b"c" * (3 * BUFFER) + b"\n"
+    go = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(first + second[:-10])
+        go.wait(30)
+        conn.sendall(second[-10:] + longer + b"partial")
+        conn.shutdown(socket.SHUT_WR)
+
+    fa = fake(handler)
+    with AgentClient(fa.path, timeout=30) as agent:
+        assert bytes(agent.next_line()) == first
+        while len(agent.buffered) < len(second) - 10:
+            agent.receive()
+        go.set()  # the buffer is full: the rest of the line goes to the start of it
+        assert bytes(agent.next_line()) == second
+        assert bytes(agent.next_line()) == longer
+        assert agent.drain(30) == b"partial"  # up to the end of the stream
+        assert agent.buffered == b"" and not agent.connected
+
+
+def test_sync_skipping_returns_the_bytes_it_skipped(fake: Callable[..., FakeAgent]) -> None:
+    """Everything before our delimited reply: a stale reply, the parse error our 0xFF
+    provokes and another client's delimited reply, byte for byte."""
+    stop = threading.Event()
+    fa = fake(syncing_then(lambda req: b'{"return": "stale"}\n', stop))
+    with AgentClient(fa.path, timeout=2) as agent:
+        agent.sync()
+        agent.send_raw(b'{"execute":"guest-ping"}\n')
+        assert agent.sync_skipping(5) == (b'{"return": "stale"}\n'
+                                          b'{"error": {"class": "GenericError", "desc": "JSON parse error, '
+                                          b'stray \'\\uFFFD\'"}}\n'
+                                          b'\xff{"return": 1}\n')
+        agent.send_raw(b'{"execute":"guest-ping"}\n')
+        assert bytes(agent.next_line()) == b'{"return": "stale"}\n'
     stop.set()
 
 
