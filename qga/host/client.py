@@ -9,7 +9,9 @@ block forever; this client never does.  Each request carries a fresh ``id``
 and replies are matched by it, so a stale reply left in the channel by an
 earlier (timed-out) client is skipped instead of being taken as ours.
 
-Standard library only.  The ``qga-client`` command line is :mod:`qga.host.cli`.
+Under the protocol there is a raw mode (bytes out, reply lines in, as sent)
+that the tests and benchmarks/run.py use.  Standard library only.  The
+``qga-client`` command line is :mod:`qga.host.cli`.
 """
 from __future__ import annotations
 
@@ -308,13 +310,15 @@ class AgentClient:
         itself (e.g. it is blocked): that one is never delimited, so report
         it instead of waiting for the timeout.
         """
+        scanned = 0  # buffered bytes known to hold neither 0xFF nor a newline
         while True:
             buf, start, end = self._rbuf, self._start, self._end
-            idx = buf.find(b"\xff", start, end)
-            nl = buf.find(b"\n", start, end)
+            idx = buf.find(b"\xff", start + scanned, end)
+            nl = buf.find(b"\n", start + scanned, end)
             if nl >= 0 and (idx < 0 or nl < idx):
                 line = bytes(buf[start:nl + 1])
                 self._consume(nl + 1)
+                scanned = 0
                 skipped += line
                 reply = parse_object(line[:-1])
                 err = reply.get("error") if reply is not None else None
@@ -325,6 +329,7 @@ class AgentClient:
                 skipped += buf[start:idx]
                 self._consume(idx + 1)
                 return
+            scanned = end - start  # a long stale line is not searched again per chunk
             self.receive(deadline, "guest-sync-delimited")
 
     def execute(self, name: str, args: Optional[Dict[str, Any]] = None,
