@@ -58,10 +58,38 @@ def get_host_name(ctx: Context) -> Dict[str, str]:
     return {"host-name": name}
 
 
+class OsinfoCache:
+    """The last guest-get-osinfo result and what it was read from.
+
+    The reply only changes when an os-release candidate file or uname changes,
+    so a call costs two stat() and one uname() instead of opening and parsing
+    the file (the C agent parses it every time).
+    """
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.value: Dict[str, str] = {}
+
+
+def _file_identity(path: str) -> Any:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.errno
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @command("guest-get-osinfo", order=36, group="info", inline=True)
 def get_osinfo(ctx: Context) -> Dict[str, str]:
     """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
-    return osrelease.osinfo(paths=OS_RELEASE_PATHS)
+    env = os.environ.get("QGA_OS_RELEASE")
+    paths = OS_RELEASE_PATHS if env is None else (env,)
+    key = (env, tuple(paths), tuple(_file_identity(p) for p in paths), os.uname())
+    cache = ctx.subject(OsinfoCache)
+    if cache.key != key:
+        cache.value = osrelease.osinfo(env, paths)
+        cache.key = key
+    return cache.value
 
 
 @command("guest-get-users", order=34, group="info", inline=True)

@@ -111,6 +111,28 @@ def test_get_osinfo_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert info["id"] == "qemu-ga-test"
 
 
+def test_get_osinfo_follows_every_change_of_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached reply is re-read whenever a candidate file changes, appears or goes."""
+    first, second = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
+    monkeypatch.delenv("QGA_OS_RELEASE", raising=False)
+    monkeypatch.setattr(system, "OS_RELEASE_PATHS", (str(first), str(second)))
+    ctx = make_ctx(tmp_path)
+    second.write_text("ID=usr\n")
+    assert system.get_osinfo(ctx)["id"] == "usr"
+    first.write_text("ID=etc\n")  # appears: it wins
+    assert system.get_osinfo(ctx)["id"] == "etc"
+    first.write_text("ID=etc2\n")  # same inode, new size and mtime
+    assert system.get_osinfo(ctx)["id"] == "etc2"
+    st = first.stat()
+    first.write_text("ID=etc3\n")  # same size; the mtime (ns) or ctime differs
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert system.get_osinfo(ctx)["id"] == "etc3"
+    first.unlink()
+    assert system.get_osinfo(ctx)["id"] == "usr"
+    monkeypatch.setenv("QGA_OS_RELEASE", str(OSREL / "qemu-test-os-release"))
+    assert system.get_osinfo(ctx)["id"] == "qemu-ga-test"
+
+
 def test_get_osinfo_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QGA_OS_RELEASE", raising=False)
     info = system.get_osinfo(make_ctx(tmp_path))
