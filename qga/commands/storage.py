@@ -13,11 +13,11 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from qga.commands.failures import could_not_open
 from qga.context import Context
 from qga.errors import QgaError, strerror
-from qga.linux import nvme
+from qga.linux import diskstats, nvme
 from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
-from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
 from qga.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
@@ -26,6 +26,8 @@ from qga.command import command
 log = logging.getLogger(__name__)
 
 _U64 = (1 << 64) - 1
+#: Overridable by tests.
+DISKSTATS = diskstats.DEFAULT_PATH
 
 
 def _on_linux() -> bool:
@@ -92,4 +94,7 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
 @command("guest-get-diskstats", order=41, group="info", inline=True, available=_on_linux)
 def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
     """Every /proc/diskstats line."""
-    return read_diskstats()
+    try:
+        return diskstats.read_diskstats(DISKSTATS)
+    except OSError as exc:
+        raise could_not_open(DISKSTATS, exc) from None
