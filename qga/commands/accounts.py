@@ -5,11 +5,12 @@ import pwd
 from typing import Any, Dict, List, Optional, Sequence
 
 from qga import qbase64
+from qga.commands.failures import helper_error
 from qga.context import Context
 from qga.cstring import os_bytes, os_text
 from qga.errors import QgaError
 from qga.linux.authkeys import UserSsh, read_or_none
-from qga.linux.helpers import helper_timeout, run_helper
+from qga.linux.helpers import HelperFailed, helper_timeout, run_helper
 from qga.command import command
 
 #: Overridable by tests: chpasswd is looked up in PATH, as qemu-ga does.
@@ -28,8 +29,11 @@ def set_user_password(ctx: Context, username: str, password: str, crypted: bool)
     if "\n" in username or ":" in username:
         raise QgaError("forbidden characters in username")
     argv = [CHPASSWD] + (["-e"] if crypted else [])
-    run_helper(argv, "set user password", input=os_bytes(username) + b":" + raw + b"\n",
-               timeout=helper_timeout(ctx.config))
+    try:
+        run_helper(argv, "set user password", input=os_bytes(username) + b":" + raw + b"\n",
+                   timeout=helper_timeout(ctx.config))
+    except HelperFailed as exc:
+        raise helper_error(exc) from None
 
 
 def _lookup(username: str) -> UserSsh:
