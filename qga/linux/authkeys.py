@@ -45,7 +45,7 @@ class KeysError(InternalError):
     ``cause`` is the OSError met, None for a refusal.
     """
 
-    def __init__(self, phase: str, step: str, user: "UserSsh", cause: Optional[OSError] = None,
+    def __init__(self, phase: str, step: str, user: UserSsh, cause: Optional[OSError] = None,
                  tmp_path: Optional[str] = None) -> None:
         super().__init__(f"{phase} {step} {tmp_path or user.keys_path}" + (f": {cause}" if cause else ""))
         self.phase = phase

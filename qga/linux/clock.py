@@ -44,7 +44,7 @@ def now_ns() -> int:
 
 
 def check_time(time_ns: int) -> None:
-    """Validate a guest-set-time argument as qemu-ga does (before touching the clock).
+    """Validate a guest-set-time argument as qemu-ga does (before touching the clock); InvalidTime.
 
     The division truncates toward zero, so small negative values pass here
     and fail later in settimeofday() with EINVAL, as in qemu-ga.

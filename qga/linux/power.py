@@ -93,7 +93,8 @@ class SuspendError(InternalError):
 
     def __init__(self, what: str, label: str = "", status: int = 0, path: str = "",
                  cause: Optional[OSError] = None) -> None:
-        super().__init__(f"suspend {what}: {label or path} {status or cause or ''}".rstrip())
+        detail = {"program": f": {label} exited with {status}", "write": f": {path}: {cause}"}.get(what, "")
+        super().__init__(f"suspend {what}{detail}")
         self.what = what
         self.label = label
         self.status = status
