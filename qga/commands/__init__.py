@@ -1,4 +1,9 @@
-"""Command modules, one per subject; importing them declares their commands."""
+"""Command modules, one per subject; importing them declares their commands.
+
+They turn the failures qga.linux raises (OSError, its own InternalError
+subclasses) into qemu-ga's texts; :mod:`qga.commands.failures` holds the
+wordings several of them share.
+"""
 from __future__ import annotations
 
 import importlib

@@ -7,10 +7,11 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from qga.commands.failures import helper_error
 from qga.context import Context
-from qga.errors import QgaError
+from qga.errors import QgaError, strerror
 from qga.linux import clock, osrelease, utmp
-from qga.linux.helpers import helper_timeout
+from qga.linux.helpers import HelperFailed, helper_timeout
 from qga.command import command
 
 #: Overridable by tests (the readers take the path as a parameter).
@@ -30,11 +31,20 @@ def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (w
     set the clock from the RTC (libvirt's ``domtime --sync``)."""
     ctx.audit("guest-set-time called", time=time)
     if time is not None:
-        clock.check_time(time)
-        clock.set_system_time(time)
+        try:
+            clock.check_time(time)
+        except clock.InvalidTime as exc:
+            raise QgaError(f"Time {time} is too large" if exc.too_large else "Invalid time") from None
+        try:
+            clock.set_system_time(time)
+        except OSError as exc:
+            raise QgaError(f"Failed to set time to guest: {strerror(exc.errno or 0)}") from None
     # 10.2: hwclock runs after the clock was set, so its failure is reported
     # with the system clock already changed.
-    clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
+    try:
+        clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
+    except HelperFailed as exc:
+        raise helper_error(exc) from None
 
 
 @command("guest-get-timezone", order=35, group="info", inline=True)
