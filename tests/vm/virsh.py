@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 from tests.vm import vmlib
@@ -211,7 +213,9 @@ class LibvirtGuest(vmlib.Guest):
         disks = (self._disk(overlays[0], "vda", vmlib.SERIAL_EXT4, "ext4", False, "qcow2")
                  + self._disk(overlays[1], "vdb", vmlib.SERIAL_XFS, "xfs", False, "qcow2")
                  + self._disk(self.rootfs_image, "vdc", vmlib.SERIAL_ROOTFS, "rootfs", True, "raw"))
-        return f"""<domain type='qemu'>
+        # Guest(extra_qemu=...) words go to QEMU as they are (e.g. -trace for diagnosis).
+        qemu_args = "".join(f"<qemu:arg value='{escape(a)}'/>" for a in self.extra_qemu)
+        return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{self.domain}</name>
   <memory unit='MiB'>{self.mem_mb}</memory>
   <vcpu>{self.smp}</vcpu>
@@ -244,6 +248,7 @@ class LibvirtGuest(vmlib.Guest):
     <rng model='virtio'><backend model='random'>/dev/urandom</backend>{_pci('rng')}</rng>
     <memballoon model='none'/>
   </devices>
+  <qemu:commandline>{qemu_args}</qemu:commandline>
 </domain>
 """
 
@@ -301,6 +306,75 @@ class LibvirtGuest(vmlib.Guest):
         if self.started and self.state() != "gone":
             self.virsh("destroy", self.domain, check=False, timeout=60)
         self.started = False
+
+
+class AgentEvents:
+    """libvirt's agent-lifecycle events for one domain, as ``virsh event --loop`` prints them.
+
+    libvirt emits one when QEMU reports VSERPORT_CHANGE for the agent channel:
+    ``disconnected`` when the guest side of the port closes (the agent closed
+    it, or the guest reset the device, as on suspend), ``connected`` when it
+    opens again; on a disconnect libvirt also drops its agent connection.
+    """
+
+    _RX = re.compile(r"event 'agent-lifecycle' for domain '?(?P<dom>[^':]+)'?: state: '?(?P<state>\w+)'?")
+
+    def __init__(self, daemon: Libvirtd) -> None:
+        self.events: List[Tuple[float, str, str]] = []  # (host monotonic time, domain, state)
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(["virsh", "-c", daemon.uri, "event", "--loop", "--event",
+                                      "agent-lifecycle"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     universal_newlines=True, start_new_session=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            m = self._RX.search(line)
+            if m:
+                with self._cond:
+                    self.events.append((time.monotonic(), m["dom"], m["state"]))
+                    self._cond.notify_all()
+
+    def states(self, domain: str, start: int = 0) -> List[str]:
+        """The domain's states in arrival order, from its ``start``-th event on."""
+        with self._cond:
+            return [st for _, d, st in self.events if d == domain][start:]
+
+    def last_time(self, domain: str) -> Optional[float]:
+        """When the domain's latest event arrived (host monotonic), if any."""
+        with self._cond:
+            times = [t for t, d, _ in self.events if d == domain]
+        return times[-1] if times else None
+
+    def wait(self, domain: str, state: str, start: int, timeout: float = 120) -> int:
+        """Wait for ``state`` among the domain's events from index ``start``; return its index."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                seen = [st for _, d, st in self.events if d == domain]
+                for i in range(start, len(seen)):
+                    if seen[i] == state:
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise TimeoutError(f"no agent-lifecycle '{state}' for {domain} after event "
+                                       f"{start} in {timeout}s; saw {seen}")
+                self._cond.wait(min(left, 1.0))
+
+    def close(self) -> None:
+        """Stop ``virsh event``."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _pci(device: str) -> str:
