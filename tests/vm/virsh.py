@@ -146,6 +146,8 @@ class LibvirtGuest(vmlib.Guest):
         super().__init__(agent, **kw)
         self.daemon = daemon
         self.domain = f"qga-{self.name}-{uuid.uuid4().hex[:8]}"
+        # QEMU's stderr (and -trace output), as libvirt's virtlogd keeps it.
+        self.qemu_log = Path(f"/var/log/libvirt/qemu/{self.domain}.log")
         self.started = False
 
     # -- virsh -------------------------------------------------------------------------
@@ -287,12 +289,15 @@ class LibvirtGuest(vmlib.Guest):
             raise vmlib.GuestError(f"domain {self.domain} is {self.state()} while {what}\n"
                                    + self.diagnostics())
 
-    def diagnostics(self, lines: int = 40) -> str:
-        qlog = ""
+    def qemu_log_text(self) -> str:
+        """What :attr:`qemu_log` holds so far."""
         try:
-            qlog = Path(f"/var/log/libvirt/qemu/{self.domain}.log").read_text(errors="replace")
+            return self.qemu_log.read_text(errors="replace")
         except OSError:
-            pass
+            return ""
+
+    def diagnostics(self, lines: int = 40) -> str:
+        qlog = self.qemu_log_text()
         con = self.console().splitlines()[-lines:]
         return ("--- console tail ({}) ---\n{}\n--- libvirt qemu log tail ---\n{}\n{}".format(
             self.console_log, "\n".join(con), "\n".join(qlog.splitlines()[-10:]),
