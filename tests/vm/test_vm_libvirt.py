@@ -1,12 +1,14 @@
 """qemu-ga-py driven by libvirt itself: libvirtd + virsh, as on a production host.
 
-One guest for the module: the tier's disk-root guest (ext4 root image, so it
-survives S3) started as a transient libvirt domain (``tests/vm/virsh.py``), the
+One guest per agent (qemu-ga-py, then Debian's qemu-ga 7.2 as the reference
+that every check must hold for too): the tier's disk-root guest (ext4 root
+image, so it survives S3) started as a transient libvirt domain (``tests/vm/virsh.py``), the
 agent on a ``<channel type='unix'>`` named ``org.qemu.guest_agent.0``.  libvirt
 owns the host side of the port: it runs its guest-sync handshake before every
 command and follows the port's VSERPORT_CHANGE events.  The read-only and
 self-restoring checks come first, then suspend/wakeup cycles, then the
-shutdown that ends the guest (pytest runs the tests in file order).
+shutdown that ends the guest (pytest runs the tests in file order, all of one
+agent's before the other's).  About a minute per agent under TCG.
 
 The host needs Debian's libvirt-daemon, libvirt-daemon-system and
 libvirt-clients (installed on demand as root, like the rest of the tier).  A
@@ -15,13 +17,15 @@ private libvirtd is started when the host has none running.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, NoReturn, Tuple
 
 import pytest
 
+import qga
 from tests.vm import virsh, vmlib
 from tests.vm.conftest import PY_BOOT_TIMEOUT
 
@@ -37,11 +41,12 @@ SUSPEND_CYCLES = 4
 PORT_EVENT_INTERVAL = 1.5
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     """Under CI a tier that cannot run fails; elsewhere it is skipped, naming the reason."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"libvirt VM tests cannot run: {reason}", pytrace=False)
     pytest.skip(f"libvirt VM tests cannot run: {reason}")
+    raise AssertionError("unreachable")
 
 
 class Lv:
@@ -58,12 +63,11 @@ class Lv:
         return self.g.virsh(args[0], self.dom, *args[1:])
 
     def agent(self, name: str, **arguments: object) -> object:
+        """``virsh qemu-agent-command DOM`` with these arguments; the ``return`` value."""
         return self.g.agent_cmd(name, arguments or None)
 
     def sh(self, script: str, timeout: float = 60) -> bytes:
         """Run a shell snippet in the guest (guest-exec through virsh); its stdout."""
-        import base64
-
         pid = self.agent("guest-exec", path="/bin/sh", arg=["-c", script], **{"capture-output": True})
         assert isinstance(pid, dict)
         deadline = time.monotonic() + timeout
@@ -78,8 +82,6 @@ class Lv:
 
     def read_file(self, path: str) -> bytes:
         """A guest file, read through the agent with qemu-agent-command."""
-        import base64
-
         h = self.agent("guest-file-open", path=path, mode="r")
         try:
             r = self.agent("guest-file-read", handle=h, count=65536)
@@ -145,8 +147,6 @@ def test_qemu_agent_command_ping_and_info(lv: Lv) -> None:
     assert lv.agent("guest-ping") == {}
     info = lv.agent("guest-info")
     assert isinstance(info, dict)
-    import qga
-
     if lv.agent_kind == "py":
         assert info["version"] == qga.QEMU_VERSION
     else:
