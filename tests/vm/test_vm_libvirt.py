@@ -112,16 +112,28 @@ def lv(request: pytest.FixtureRequest) -> Iterator[Lv]:
     except vmlib.VMUnavailable as e:
         _unavailable(str(e))
     events = virsh.AgentEvents(daemon)
-    # QEMU traces the guest's virtio-serial control messages (PORT_OPEN 1/0: the guest
-    # side of a port opened/closed): the suspend test's witness of the agent's port.
-    g = virsh.LibvirtGuest(request.param, daemon, artifacts=art, rootfs_image=root,
-                           name=f"libvirt-{request.param}",
-                           extra_qemu=["-trace", "virtio_serial_handle_control_message"])
+    g = None
     try:
-        g.boot(timeout=PY_BOOT_TIMEOUT + 60)
+        for attempt in (1, 2):
+            # QEMU traces the guest's virtio-serial control messages (PORT_OPEN 1/0: the
+            # guest side of a port opened/closed): the suspend test's witness of the port.
+            g = virsh.LibvirtGuest(request.param, daemon, artifacts=art, rootfs_image=root,
+                                   name=f"libvirt-{request.param}",
+                                   extra_qemu=["-trace", "virtio_serial_handle_control_message"])
+            try:
+                g.boot(timeout=PY_BOOT_TIMEOUT + 60)
+                break
+            except (vmlib.GuestError, TimeoutError, virsh.VirshError) as e:
+                g.close()
+                # A silent hang (TCG on a starved host) gets one more try, as for the
+                # tier's other guests; a guest that said what went wrong does not.
+                if attempt == 2 or "guest reported" in str(e):
+                    raise
+        assert g is not None
         yield Lv(request.param, g, events)
     finally:
-        g.close()
+        if g is not None:
+            g.close()
         events.close()
         daemon.stop()
 

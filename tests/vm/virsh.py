@@ -59,10 +59,13 @@ class Libvirtd:
             # QEMU's stdout/stderr and the serial file go through virtlogd.
             self.logd = self._spawn("virtlogd", "-p", f"{self.dir}/virtlogd.pid")
         self.proc = self._spawn("libvirtd", "-f", str(conf), "-p", f"{self.dir}/libvirtd.pid")
-        deadline = time.monotonic() + 60
-        while not self._answers(self.uri, timeout=10):
+        # The first connection probes QEMU's capabilities: slow on a loaded host.
+        deadline = time.monotonic() + 180
+        while not self._answers(self.uri, timeout=60):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise vmlib.VMUnavailable("private libvirtd did not start:\n" + self.log_tail())
+                tail = self.log_tail()
+                self.stop()
+                raise vmlib.VMUnavailable("private libvirtd did not start:\n" + tail)
             time.sleep(0.5)
         vmlib.log(f"libvirt: private libvirtd pid {self.proc.pid} ({self.dir})")
 
