@@ -172,3 +172,35 @@ def test_unix_listen_reply_after_client_vanishes_is_dropped(agent_dir: str) -> N
         assert conn.read_reply() == {"return": {}, "id": "fresh"}
     finally:
         assert proc.stop() == 0
+
+
+def test_isa_serial_line_is_38400_8n1_raw(agent_dir: str) -> None:
+    """README: pyserial sets 38400 8N1 raw; the pty starts 9600 7E2 cooked, so every field must change."""
+    import termios
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    iflag, oflag, cflag, lflag, _, _, cc = termios.tcgetattr(slave)
+    cflag = (cflag & ~termios.CSIZE) | termios.CS7 | termios.PARENB | termios.CSTOPB
+    iflag |= termios.ICRNL | termios.IXON | termios.ISTRIP
+    oflag |= termios.OPOST | termios.ONLCR
+    lflag |= termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN
+    termios.tcsetattr(slave, termios.TCSANOW, [iflag, oflag, cflag, lflag, termios.B9600, termios.B9600, cc])
+    os.close(slave)
+    proc = start_on("isa-serial", path, agent_dir)
+    try:
+        # A request only gets through once the line is raw (a cooked line would hold it for a newline).
+        assert wait_for_reply(master, b'{"execute":"guest-sync","arguments":{"id":5}}').endswith(b'{"return": 5}\n')
+        drain(master)
+        assert pty_exchange(master, b'{"execute":"guest-ping"}') == b'{"return": {}}\n'
+        # On a pty master, TCGETS reports the slave's settings: what the agent configured.
+        iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(master)
+        assert (ispeed, ospeed) == (termios.B38400, termios.B38400)
+        assert cflag & termios.CSIZE == termios.CS8
+        assert not cflag & (termios.PARENB | termios.CSTOPB)
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ECHONL | termios.ISIG | termios.IEXTEN)
+        assert not oflag & termios.OPOST
+        assert not iflag & (termios.ICRNL | termios.INLCR | termios.IGNCR | termios.IXON | termios.ISTRIP)
+    finally:
+        assert proc.stop() == 0
+        os.close(master)
