@@ -204,3 +204,33 @@ def test_isa_serial_line_is_38400_8n1_raw(agent_dir: str) -> None:
     finally:
         assert proc.stop() == 0
         os.close(master)
+
+
+# Execs the agent as systemd does for a socket unit: the listener on fd 3, LISTEN_FDS=1, LISTEN_PID its own pid.
+_ACTIVATE = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+             "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+             "os.execv(sys.executable, [sys.executable] + sys.argv[2:])")
+
+
+def test_systemd_socket_activation_serves_the_passed_listener(agent_dir: str) -> None:
+    """README: a listening unix socket on fd 3 is the channel; -m/-p are not opened then."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(agent_dir, "sock"))  # where AgentProcess.connect looks
+    listener.listen(1)
+    unused = os.path.join(agent_dir, "not-opened")
+    argv = [sys.executable, "-c", _ACTIVATE, str(listener.fileno()),
+            "-m", "qga", "-m", "virtio-serial", "-p", unused, "-t", agent_dir]
+    proc = AgentProcess(argv, agent_dir, pass_fds=(listener.fileno(),))
+    listener.close()  # the agent holds the only copy now
+    try:
+        conn = proc.connect()
+        assert conn.request({"execute": "guest-sync", "arguments": {"id": 8}}) == {"return": 8}
+        assert conn.request({"execute": "guest-ping", "id": 1}) == {"return": {}, "id": 1}
+        conn.close()
+        conn = proc.connect()  # the same listener serves the next client
+        conn.sync()
+        assert not os.path.exists(unused)
+    finally:
+        assert proc.stop() == 0, proc.log()
