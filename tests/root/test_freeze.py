@@ -759,3 +759,84 @@ def test_stock_hook_logs_to_the_journal_when_there_is_one(workdir: str) -> None:
         "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: hello-freeze",
         "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: ok",
         "-t qemu-ga-fsfreeze-hook -p err", f"{hookd}/20-fail freeze: failed with status 3"]
+
+
+# -- no deadline, hook timeouts ---------------------------------------------------------------
+def _sleeping_hook(path: str, record: str, seconds: float) -> None:
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\necho \"$1 start\" >> {record}\nsleep {seconds}\necho \"$1 done\" >> {record}\n")
+    os.chmod(path, 0o755)
+
+
+@root
+def test_freeze_and_thaw_outlast_the_command_timeout(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: freeze and thaw have no deadline; a 2 s hook under --command-timeout 1 still completes."""
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _sleeping_hook(hook, record, 2)
+    agent = private_ext4.agent(workdir, "--command-timeout", "1", f"--fsfreeze-hook={hook}")
+    try:
+        conn = agent.connect(timeout=30)
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        assert _is_frozen(private_ext4.outside)
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert not _is_frozen(private_ext4.outside)
+        assert open(record).read() == "freeze start\nfreeze done\nthaw start\nthaw done\n"
+        assert conn.request({"execute": "guest-ping", "id": 1}) == {"return": {}, "id": 1}
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+@root
+def test_fsfreeze_hook_timeout_0_waits_for_the_hook(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: fsfreeze-hook-timeout=0 waits forever, like qemu-ga (here: a 3 s hook)."""
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _sleeping_hook(hook, record, 3)
+    conf = os.path.join(workdir, "qga.conf")
+    with open(conf, "w") as f:
+        f.write(f"[general]\nfsfreeze-hook={hook}\nfsfreeze-hook-timeout=0\n")
+    agent = private_ext4.agent(workdir, "-c", conf)
+    try:
+        conn = agent.connect(timeout=30)
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        assert open(record).read() == "freeze start\nfreeze done\n"
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie waiting for its new parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@root
+@pytest.mark.parametrize("child", ["same-group", "own-group"])
+def test_hung_hook_is_killed_with_its_whole_session(workdir: str, ext4fs: LoopFs, child: str) -> None:
+    """README: a hung hook's whole session goes, background children included, even one in a
+    process group of its own (timeout(1), as the stock hook uses, makes one)."""
+    bg = os.path.join(workdir, "bg.pid")
+    hung = os.path.join(workdir, "hung-hook.sh")
+    with open(hung, "w") as f:
+        f.write("#!/bin/sh\n" + ("timeout 60 " if child == "own-group" else "") +
+                f"sleep 60 >/dev/null 2>&1 &\necho $! > {bg}\nsleep 60\n")
+    os.chmod(hung, 0o755)
+    c = make_ctx(workdir, fsfreeze_hook=hung, fsfreeze_hook_timeout=0.5)
+    with pytest.raises(QgaError) as info:
+        fz.fsfreeze_freeze_list(c, [ext4fs.mnt])
+    assert info.value.desc == "child process has failed to execute fsfreeze hook: timed out after 0.5 seconds"
+    assert not c.frozen
+    pid = int(open(bg).read())
+    deadline = time.monotonic() + 10
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            raise AssertionError(f"the hook's background child {pid} survived the hook's timeout")
+        time.sleep(0.05)
