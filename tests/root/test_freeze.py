@@ -840,3 +840,31 @@ def test_hung_hook_is_killed_with_its_whole_session(workdir: str, ext4fs: LoopFs
             os.kill(pid, 9)
             raise AssertionError(f"the hook's background child {pid} survived the hook's timeout")
         time.sleep(0.05)
+
+
+@root
+def test_bind_mount_is_not_frozen_twice(ctx: Context, ext4fs: LoopFs, workdir: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README / qemu-ga 10.2: a bind mount is the filesystem it shows, listed once (first mount wins):
+    freeze-list of the bind mount alone freezes nothing (0; qemu-ga 7.2 gives 1)."""
+    bind = os.path.join(workdir, "bind")
+    os.mkdir(bind)
+    subprocess.run(["mount", "--bind", ext4fs.mnt, bind], check=True, capture_output=True)
+    try:
+        listed = [m.dirname for m in mounts_mod.list_mounts()]
+        assert ext4fs.mnt in listed and bind not in listed
+        assert fz.fsfreeze_freeze_list(ctx, [bind]) == 0 and not ctx.frozen
+        assert fz.fsfreeze_freeze_list(ctx, [ext4fs.mnt, bind, ext4fs.mnt]) == 1
+        try:
+            assert _is_frozen(bind)  # the same filesystem
+        finally:
+            assert fz.fsfreeze_thaw(ctx) >= 1
+        real = mounts_mod.list_mounts
+        monkeypatch.setattr(fz, "list_mounts", lambda: [m for m in real() if m.dirname in (ext4fs.mnt, bind)])
+        try:
+            assert fz.fsfreeze_freeze(ctx) == 1  # freeze-all cut down to these two
+        finally:
+            fz.do_thaw(ctx)
+    finally:
+        _thaw_path(bind)
+        subprocess.run(["umount", bind], capture_output=True)
