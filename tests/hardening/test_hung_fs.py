@@ -97,3 +97,25 @@ def test_hung_open_times_out_and_agent_serves_later_requests(hung: HungFsAgent, 
     assert "discarding the late reply of an abandoned command" in hung.log()
     conn.close()
     assert hung.stop() == 0, hung.log()
+
+
+def test_sync_ping_info_answered_on_the_loop_while_the_worker_is_stuck(hung: HungFsAgent) -> None:
+    """README: guest-sync, guest-ping and guest-info run on the event loop: with the worker thread
+    stuck on the hung mount they are answered without a fresh worker; a worker command needs one."""
+    conn = hung.connect()
+    conn.sync()
+    _send(conn, "guest-file-open", 1, path=os.path.join(hung.mountpoint, "file"), mode="r")
+    reply = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    assert "did not complete" in reply["error"]["desc"], reply  # its thread stays stuck in the kernel
+    stuck = thread_count(hung.pid)
+    assert conn.request({"execute": "guest-sync", "arguments": {"id": 9}}, 2) == {"return": 9}
+    conn.sync(10)  # guest-sync-delimited
+    assert conn.request({"execute": "guest-ping", "id": 2}, 2) == {"return": {}, "id": 2}
+    assert "guest-ping" in [c["name"] for c in conn.cmd("guest-info", timeout=2)["supported_commands"]]
+    assert thread_count(hung.pid) == stuck, "an inline command started a worker thread"
+    handle = conn.cmd("guest-file-open", timeout=DEADLINE, path="/dev/null")  # a worker command
+    conn.cmd("guest-file-close", timeout=DEADLINE, handle=handle)
+    assert thread_count(hung.pid) == stuck + 1  # the fresh worker
+    conn.close()
+    hung.release()
+    assert hung.stop() == 0, hung.log()
