@@ -868,3 +868,28 @@ def test_bind_mount_is_not_frozen_twice(ctx: Context, ext4fs: LoopFs, workdir: s
     finally:
         _thaw_path(bind)
         subprocess.run(["umount", bind], capture_output=True)
+
+
+@root
+def test_log_on_the_frozen_filesystem_is_held_until_the_thaw(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: logging while frozen is held in memory and written after the thaw; a log file on the
+    frozen filesystem would otherwise block the agent in its first write."""
+    logfile = os.path.join(private_ext4.mnt, "agent.log")  # the path inside the namespace
+    agent = private_ext4.agent(workdir, "-l", logfile, "-v")
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        for rid in range(3):  # each logs (-v) while frozen: answered all the same
+            assert conn.request({"execute": "guest-fsfreeze-status", "id": rid}, 5) == \
+                {"return": "frozen", "id": rid}
+        outside = os.path.join(private_ext4.outside, "agent.log")
+        assert "running guest-fsfreeze-status" not in open(outside).read()
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert agent.stop() == 0
+        written = open(outside).read()
+        assert written.count("running guest-fsfreeze-status") == 3, written
+        assert "audit: guest-fsfreeze-freeze-list" in written, written
+    finally:
+        _thaw_path(private_ext4.outside)  # an agent stuck writing to the frozen log could not be killed
+        agent.stop(9)
