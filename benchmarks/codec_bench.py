@@ -13,8 +13,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from qga.jsonstream import JsonStreamParser
-from qga.jsonwriter import dumps
+from qga.codec import JsonStreamParser
+from qga.codec import dumps
 
 
 def _best(fn, repeat: int = 3) -> float:

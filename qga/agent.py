@@ -1,6 +1,7 @@
 """The agent: state, channel, parser, dispatcher and signals around one loop."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -8,13 +9,14 @@ import signal
 import sys
 from typing import Optional
 
+from qga.errors import InternalError
 from qga import sdnotify
 from qga.command import start_hooks
 from qga.commands import load as load_commands
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.log import LogSetup
 from qga.loop import Loop
 from qga.registry import Registry
@@ -37,7 +39,7 @@ FROZEN_AT_START = (
     "{} is removed")
 
 
-class StartupError(Exception):
+class StartupError(InternalError):
     """The agent cannot start; each line of the message is printed."""
 
 
@@ -66,10 +68,8 @@ class PidFile:
     def release(self) -> None:
         """Remove the file (only ours: we hold the lock)."""
         if self.fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             os.close(self.fd)
             self.fd = None
 
@@ -166,7 +166,11 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGCHLD, lambda _: self.loop.reap_children())
-        self.loop.add_signal_handler(signal.SIGHUP, lambda _: self.logs and self.logs.reopen())
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, _signum: int) -> None:
+        if self.logs:
+            self.logs.reopen()
 
     def _on_stop_signal(self, signum: int) -> None:
         if self.registry.frozen and self.config.frozen_sigterm == "ignore":

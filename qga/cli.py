@@ -10,13 +10,14 @@ import argparse
 import sys
 from typing import Any, List, Optional
 
+from qga.errors import InternalError
 from qga import QEMU_VERSION, __version__
 from qga.command import GROUPS
 from qga.config import (DEFAULT_CONFIG_PATH, DEFAULT_FSFREEZE_HOOK, METHODS, Config, ConfigError,
                         apply, config_path, dump, load_file, validate)
 
 
-class CliError(Exception):
+class CliError(InternalError):
     """A bad command line."""
 
 

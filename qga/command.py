@@ -16,8 +16,9 @@ but the argument schema and the errors.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Final, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from qga.schema import TypeSpec, Validator, compile_args
 
@@ -34,17 +35,22 @@ GROUPS: Mapping[str, str] = {
 }
 
 
-class _CommandTimeout:
-    """The ``deadline`` of a command that takes the agent's ``--command-timeout``."""
+class _CommandTimeout(enum.Enum):
+    """The ``deadline`` of a command that takes the agent's ``--command-timeout``.
+
+    An enum member, so that ``deadline is COMMAND_TIMEOUT`` narrows the type.
+    """
+
+    COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
 
     def __repr__(self) -> str:
         return "COMMAND_TIMEOUT"
 
 
 #: The default deadline: whatever ``--command-timeout`` says (60 s unless set).
-COMMAND_TIMEOUT = _CommandTimeout()
+COMMAND_TIMEOUT: Final = _CommandTimeout.COMMAND_TIMEOUT
 
-Deadline = Union[float, None, _CommandTimeout]
+Deadline = Union[float, None, Literal[_CommandTimeout.COMMAND_TIMEOUT]]
 
 
 @dataclass(frozen=True)

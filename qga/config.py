@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from qga.errors import InternalError
 from qga import keyfile
 from qga.command import GROUPS
 
@@ -23,7 +24,7 @@ DEFAULT_PATHS = {
 METHODS = ("virtio-serial", "isa-serial", "unix-listen", "vsock-listen")
 
 
-class ConfigError(Exception):
+class ConfigError(InternalError):
     """Invalid configuration; the message is printed and the agent exits 1."""
 
 
@@ -94,9 +95,17 @@ def _number(kind: Callable[[str], Any]) -> Callable[[str, str], Any]:
 
 _as_float = _number(float)
 _as_int = _number(int)
-_STR: Callable[[str, str], Any] = lambda _k, v: v
+
+
+def _STR(_key: str, value: str) -> Any:
+    return value
+
+
 _BOOL = keyfile.parse_bool
-_LIST: Callable[[str, str], Any] = lambda _k, v: _as_list(v)
+
+
+def _LIST(_key: str, value: str) -> Any:
+    return _as_list(value)
 
 #: Config-file keys: converter, and whether the value accumulates (lists).
 KEYS: Dict[str, Callable[[str, str], Any]] = {

@@ -55,7 +55,7 @@ class Context:
             obj = self._subjects.get(kind)
             if obj is None:
                 obj = self._subjects[kind] = (make or kind)()
-            return obj  # type: ignore[no-any-return]
+            return obj
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` when the agent stops (before the channel closes)."""

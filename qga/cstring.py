@@ -21,3 +21,13 @@ def os_text(text: str) -> str:
 def os_bytes(text: str) -> bytes:
     """The bytes qemu-ga would pass on for ``text``."""
     return os_text(text).encode("utf-8", "surrogateescape")
+
+
+def c_text(raw: bytes) -> str:
+    """The C string in ``raw`` as text: up to the first NUL, or all of it (a full
+    fixed-size field such as utmp's ``ut_user`` has no NUL).
+
+    Invalid UTF-8 is kept through surrogateescape, so the reply prints the
+    bytes as qemu-ga would.
+    """
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from qga.context import AUDIT_SCOPE, Context, audit_log
 from qga.errors import QgaError
-from qga.jsonstream import JsonParseError
-from qga.jsonwriter import dumps
-from qga.qdict import member_order
+from qga.codec import JsonParseError
+from qga.codec import dumps
+from qga.codec.qdict import member_order
 from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
 
@@ -133,8 +133,8 @@ def _call(ctx: Context, cmd: Command, kwargs: Dict[str, Any],
         return error_reply(err, rid), err.desc
     except Exception as exc:  # a handler bug must never crash the agent or leak a traceback
         log.exception("unexpected error in %s", cmd.name)
-        err = QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}")
-        return error_reply(err, rid), err.desc
+        internal = QgaError(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}")
+        return error_reply(internal, rid), internal.desc
     if not cmd.success_response:
         return None, None
     reply = _encode_return(result, rid)
@@ -167,12 +167,7 @@ class Dispatcher:
         """Requests waiting (for backpressure on the channel)."""
         return len(self.queue) + (1 if self._busy else 0)
 
-    @property
-    def busy_command(self) -> Optional[str]:
-        """Name of the command running in the worker, if any."""
-        return self._busy[1].name if self._busy else None
-
-    def submit(self, items: list) -> None:
+    def submit(self, items: List[Any]) -> None:
         """Queue parsed items and start what can start."""
         self.queue.extend(items)
         self._pump()

@@ -1,4 +1,5 @@
-"""Errors that travel over the wire as ``{"error": {"class": ..., "desc": ...}}``.
+"""Errors that travel over the wire as ``{"error": {"class": ..., "desc": ...}}``,
+and the root of the agent's internal errors, which never do.
 
 qemu-ga on Linux only ever emits two classes: ``CommandNotFound`` (unknown or
 disabled commands) and ``GenericError`` (everything else).
@@ -8,6 +9,12 @@ from __future__ import annotations
 import errno as _errno
 import os
 from typing import Dict, Optional
+
+
+class InternalError(Exception):
+    """Root of the agent's own failures: start-up, configuration, state, command line,
+    socket activation, spawning, sysfs, key files.  Never sent as such: the
+    command layer turns the ones a command meets into a :class:`QgaError`."""
 
 
 class QgaError(Exception):

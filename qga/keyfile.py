@@ -3,15 +3,23 @@
 Only what qemu-ga relies on: ``[group]`` headers, ``key=value`` lines with the
 white space around ``=`` ignored, ``#`` comments, GLib's value escapes, and
 GLib's rejection of any other line.
+
+:mod:`qga.linux.osrelease` reads the same format with its own, stricter
+reader on purpose: guest-get-osinfo must give qemu-ga's raw values byte for
+byte (``g_key_file_get_value``: trailing blanks and a CR on an unterminated
+last line kept, only LF ends a line, GLib's key and group name checks, no
+unescaping), while the config and state files want these trimmed, unescaped
+strings.  One parser for both would change one of them.
 """
 from __future__ import annotations
 
 from typing import Dict
+from qga.errors import InternalError
 
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-class KeyFileError(ValueError):
+class KeyFileError(InternalError, ValueError):
     """The text is not a valid key file; the message is GLib's wording."""
 
 

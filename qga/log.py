@@ -105,7 +105,7 @@ def _journal_module() -> Optional[Any]:
     if not os.environ.get("JOURNAL_STREAM"):
         return None
     try:
-        from systemd import journal  # type: ignore[import-not-found]
+        from systemd import journal
     except ImportError:  # also when a source tree's systemd/ folder shadows the package
         return None
     return journal
@@ -130,7 +130,8 @@ class LogSetup:
 
     def _make_handler(self) -> logging.Handler:
         if self.logfile:
-            stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")
+            # The handler owns the stream until reopen() or exit: no with-block.
+            stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
             os.set_inheritable(stream.fileno(), False)
             handler: logging.Handler = logging.StreamHandler(stream)
             handler.setFormatter(QgaFormatter())

@@ -10,6 +10,7 @@ their owners.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -62,7 +63,6 @@ class Loop:
         self._signals: Dict[int, Callback] = {}
         self._children: Dict[int, Callback] = {}
         self._running = False
-        self._thread_id: Optional[int] = None
 
     # -- file descriptors -------------------------------------------------
     def _update(self, fd: int, reader: Optional[Callback], writer: Optional[Callback]) -> None:
@@ -75,10 +75,8 @@ class Loop:
             return
         if not mask:
             del self._fds[fd]
-            try:
+            with contextlib.suppress(OSError):  # already closed: the kernel dropped it from the set
                 self._ep.unregister(fd)
-            except OSError:
-                pass  # already closed: the kernel dropped it from the set
             return
         if mask != old[2]:
             try:
@@ -118,14 +116,8 @@ class Loop:
         """Run ``callback(*args)`` on the loop thread; callable from any thread."""
         with self._lock:
             self._pending.append((callback, args))
-        try:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop is already awake
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is already awake
-
-    def in_loop_thread(self) -> bool:
-        """True on the thread running the loop."""
-        return self._thread_id == threading.get_ident()
 
     # -- signals and children -------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callback) -> None:
@@ -183,7 +175,6 @@ class Loop:
     def run(self) -> None:
         """Run until :meth:`stop`."""
         self._running = True
-        self._thread_id = threading.get_ident()
         fds = self._fds
         while self._running:
             timeout = -1.0

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from qga.errors import QgaError
-from qga.qdict import member_order
+from qga.codec.qdict import member_order
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
-TypeSpec = Union[str, list, "Enum", "Struct", "Alternate"]
+TypeSpec = Union[str, List[Any], "Enum", "Struct", "Alternate"]
 
 
 class Enum:

@@ -44,7 +44,7 @@ def _probe_systemd() -> Optional[Callable[..., bool]]:
     and ``from systemd import daemon`` then raises a plain ``ImportError``.
     """
     try:
-        from systemd import daemon  # type: ignore[import-not-found]
+        from systemd import daemon
     except ImportError:
         return None
     func = getattr(daemon, "notify", None)

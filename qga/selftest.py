@@ -4,9 +4,10 @@ Checks, in order: the channel (the device exists and opens, or the socket's
 directory is writable), the state directory (exists, writable, no frozen
 marker), the pid file and log file locations, the fsfreeze hook, the mounts
 that guest-fsfreeze-freeze would freeze (with their types) and those
-``fsfreeze-exclude`` keeps out, SELinux, and the command policy.  Nothing is created, written, locked, bound or frozen: the
-channel device is opened ``O_RDWR|O_NONBLOCK`` and closed at once, mount
-points are opened read-only as a freeze would, then closed.
+``fsfreeze-exclude`` keeps out, SELinux, and the command policy.  Nothing is
+created, written, locked, bound or frozen: the channel device is opened
+``O_RDWR|O_NONBLOCK`` and closed at once, mount points are opened read-only
+as a freeze would, then closed.
 
 Each line is ``OK``, ``WARN``, ``FAIL`` or ``INFO``; the exit status is 1 when
 any check failed.

@@ -10,20 +10,21 @@ so that ``fsfreeze-timeout`` counts from the original freeze after a restart.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 from typing import NamedTuple, Optional
 
 from qga import keyfile
-from qga.errors import QgaError
+from qga.errors import InternalError, QgaError
 
 log = logging.getLogger(__name__)
 
 FIRST_HANDLE = 1000
 
 
-class StateError(Exception):
+class StateError(InternalError):
     """The state directory cannot be used; the agent cannot start."""
 
 
@@ -149,10 +150,8 @@ class StateDir:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _replace_file(path: str, text: str, fsync: bool) -> None:

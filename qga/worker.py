@@ -7,6 +7,7 @@ own and starts a fresh one for the next request.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
@@ -39,8 +40,9 @@ class Worker:
             if job is None:
                 return
             func, done = job
-            result = func()
-            self._post(lambda: done(result))
+            # Bind this job's callback and result now: a closure over the loop
+            # variables would see the next job's if the loop runs it late.
+            self._post(functools.partial(done, func()))
 
     def submit(self, func: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``func()`` in the worker; ``done(result)`` is then called on the loop."""

@@ -28,10 +28,14 @@ class AgentTimeout(AssertionError):
 class Conn:
     """A client connection with a byte buffer; replies are lines."""
 
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, path: Any, timeout: float = 10.0, family: int = socket.AF_UNIX) -> None:
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except BaseException:
+            self.sock.close()
+            raise
         self.timeout = timeout
         self.buf = b""
 
@@ -92,21 +96,29 @@ class Conn:
             raise AssertionError(f"{name} failed: {reply['error']}")
         return reply["return"]
 
-    def sync(self, sync_id: int = 4242) -> None:
-        """0xFF + guest-sync-delimited: skip anything stale, as QEMU's tests do."""
+    def sync(self, sync_id: int = 4242) -> bytes:
+        """0xFF + guest-sync-delimited: skip anything stale, as QEMU's tests do.
+
+        Returns the bytes skipped before the matching sync reply (stale replies,
+        error cascades, earlier sync replies), so tests can compare them.
+        """
         self.send(b"\xff" + json.dumps({"execute": "guest-sync-delimited",
                                          "arguments": {"id": sync_id}}).encode() + b"\n")
         deadline = time.monotonic() + self.timeout
+        skipped = b""
         while True:
             while b"\xff" not in self.buf:
+                skipped += self.buf
                 self.buf = b""
                 self._fill(deadline)
-            self.buf = self.buf[self.buf.index(b"\xff") + 1:]
+            before, _, self.buf = self.buf.partition(b"\xff")
+            skipped += before
             while b"\n" not in self.buf:
                 self._fill(deadline)
             line, _, self.buf = self.buf.partition(b"\n")
             if json.loads(line).get("return") == sync_id:
-                return
+                return skipped
+            skipped += b"\xff" + line + b"\n"
 
 
 class AgentProcess:
@@ -147,7 +159,7 @@ class AgentProcess:
 
     def connect(self, timeout: float = 10.0) -> Conn:
         """A new client connection (retries until the socket accepts)."""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log()}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pwd
 from typing import Any, Dict, List, Optional, Sequence
 
-from qga.linux import qbase64
+from qga import qbase64
 from qga.context import Context
 from qga.cstring import os_bytes, os_text
 from qga.errors import QgaError

@@ -18,9 +18,9 @@ from typing import Any, Dict, Optional
 from qga.context import Context
 from qga.cstring import os_text
 from qga.errors import QgaError, os_error
-from qga.linux import qbase64
-from qga.linux.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
-from qga.jsonwriter import base64_text
+from qga import qbase64
+from qga.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
+from qga.codec import base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
 

@@ -28,6 +28,7 @@ cannot be interrupted and can legitimately take minutes on large disks.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -97,7 +98,7 @@ def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:
         if wanted is not None and mount.dirname not in wanted:
             continue
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError as exc:
             raise QgaError(f"failed to open {mount.dirname}: {exc.strerror}") from None
         try:
@@ -114,17 +115,15 @@ def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:
 
 
 def _close(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 def _thaw_mounts(mounts: List[Mount]) -> int:
     count = 0
     for mount in mounts:
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError:
             continue  # qemu-ga skips mounts it cannot open
         try:
@@ -355,7 +354,7 @@ def fstrim(ctx: Context, minimum: int = 0) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"path": mount.dirname}
         results.append(entry)
         try:
-            fd = fs.open_dir(mount.dirname)
+            fd = fs.open_mount(mount.dirname)
         except OSError as exc:
             entry["error"] = f"failed to open: {exc.strerror}"
             continue

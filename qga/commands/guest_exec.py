@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Optional, Union
 from qga.context import Context
 from qga.cstring import os_text
 from qga.errors import QgaError
-from qga.linux import qbase64
+from qga import qbase64
 from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
-from qga.jsonwriter import base64_text
+from qga.codec import base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
 

@@ -13,22 +13,17 @@ import errno
 import fnmatch
 import logging
 import socket
-import sys
 from typing import Any, Dict, List, Sequence
 
 from qga.context import Context
 from qga.errors import QgaError, strerror
-from qga.linux import netif
+from qga.linux import netif, on_linux
 from qga.linux.routes import read_routes
 from qga.command import command
 
 log = logging.getLogger(__name__)
 
-_TYPES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
-
-
-def _on_linux() -> bool:
-    return sys.platform.startswith("linux")
+_TYPES: Dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 def _excluded(name: str, globs: Sequence[str]) -> bool:
@@ -66,7 +61,7 @@ def build_interfaces(links: List[netif.Link], addrs: List[netif.Address],
 # Inline (event-loop thread): an rtnetlink dump and a procfs read never wait
 # on devices, and the netlink socket has a timeout; the worker handoff would
 # cost more than the work.
-@command("guest-network-get-interfaces", order=22, group="info", inline=True, available=_on_linux)
+@command("guest-network-get-interfaces", order=22, group="info", inline=True, available=on_linux)
 def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
     """Interfaces, their MAC, IP addresses and counters."""
     try:
@@ -80,7 +75,7 @@ def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
     return build_interfaces(links, addrs, stats, exclude)
 
 
-@command("guest-network-get-route", order=44, group="info", inline=True, available=_on_linux)
+@command("guest-network-get-route", order=44, group="info", inline=True, available=on_linux)
 def get_route(ctx: Context) -> List[Dict[str, Any]]:
     """IPv4 then IPv6 routes from /proc/net."""
     return read_routes()

@@ -1,18 +1,15 @@
 """guest-shutdown and guest-suspend-{disk,ram,hybrid}: no reply on success."""
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 from qga.context import Context
-from qga.linux import power
+from qga.linux import on_linux, power
 from qga.linux.helpers import helper_timeout
 from qga.command import command
 
 #: Overridable by tests: where the programs and /sys/power/state are.
 PATHS = power.PowerPaths()
-
-_LINUX = sys.platform.startswith("linux")
 
 
 @command("guest-shutdown", order=7, group="system-control", args={"*mode": "str"},
@@ -30,21 +27,21 @@ def _suspend(ctx: Context, mode: str) -> None:
 
 
 @command("guest-suspend-disk", order=19, group="system-control", success_response=False, audit=True,
-         available=lambda: _LINUX)
+         available=on_linux)
 def suspend_disk(ctx: Context) -> None:
     """Hibernate (suspend to disk)."""
     _suspend(ctx, "disk")
 
 
 @command("guest-suspend-ram", order=20, group="system-control", success_response=False, audit=True,
-         available=lambda: _LINUX)
+         available=on_linux)
 def suspend_ram(ctx: Context) -> None:
     """Suspend to RAM."""
     _suspend(ctx, "ram")
 
 
 @command("guest-suspend-hybrid", order=21, group="system-control", success_response=False, audit=True,
-         available=lambda: _LINUX)
+         available=on_linux)
 def suspend_hybrid(ctx: Context) -> None:
     """Hybrid sleep (systemd or pm-utils only)."""
     _suspend(ctx, "hybrid")

@@ -4,32 +4,27 @@ Thin handlers over :mod:`qga.linux.blockdev`, :mod:`qga.linux.disks` and
 :mod:`qga.linux.diskstats`.  Beyond qemu-ga: a sysfs error on one mount is
 logged and that entry keeps what could be read (qemu-ga fails the whole
 command), and statvfs is time-bounded so a hung filesystem cannot wedge the
-agent (see :mod:`qga.linux.fsstat`).
+agent (see :mod:`qga.fsstat`).
 """
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any, Dict, List, Optional
 
 from qga.context import Context
 from qga.errors import QgaError, strerror
-from qga.linux import nvme
+from qga.linux import nvme, on_linux
 from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
 from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
-from qga.linux.fsstat import BoundedStatvfs
+from qga.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
 from qga.command import command
 
 log = logging.getLogger(__name__)
 
 _U64 = (1 << 64) - 1
-
-
-def _on_linux() -> bool:
-    return sys.platform.startswith("linux")
 
 
 def _statvfs(ctx: Context) -> BoundedStatvfs:
@@ -40,9 +35,8 @@ def _statvfs(ctx: Context) -> BoundedStatvfs:
 def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) -> Dict[str, Any]:
     """One GuestFilesystemInfo (schema member order); ``st`` None omits the byte counts."""
     info = DeviceInfo()
-    devpath = "%s/dev/block/%d:%d" % (sysfs.root, mount.devmajor, mount.devminor)
     try:
-        sysfs.walk(devpath, info)
+        sysfs.device_info((mount.devmajor, mount.devminor), info)
     except SysfsError as exc:  # qemu-ga fails the whole command here
         log.warning("guest-get-fsinfo: %s: %s (disk list may be incomplete)", mount.dirname, exc.desc)
     entry: Dict[str, Any] = {
@@ -59,7 +53,7 @@ def fsinfo_entry(sysfs: Sysfs, mount: Mount, st: Optional[os.statvfs_result]) ->
     return entry
 
 
-@command("guest-get-fsinfo", order=26, group="info", available=_on_linux)
+@command("guest-get-fsinfo", order=26, group="info", available=on_linux)
 def get_fsinfo(ctx: Context) -> List[Dict[str, Any]]:
     """Mounted block filesystems in reverse mount order, with their disks."""
     try:
@@ -78,7 +72,7 @@ def get_fsinfo(ctx: Context) -> List[Dict[str, Any]]:
     return result
 
 
-@command("guest-get-disks", order=25, group="info", available=_on_linux)
+@command("guest-get-disks", order=25, group="info", available=on_linux)
 def get_disks(ctx: Context) -> List[Dict[str, Any]]:
     """Disks and partitions from /sys/block (reverse discovery order)."""
     try:
@@ -89,7 +83,7 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
 
 # Inline: one procfs read that never waits on a device; the worker handoff
 # would cost more than the read itself.
-@command("guest-get-diskstats", order=41, group="info", inline=True, available=_on_linux)
+@command("guest-get-diskstats", order=41, group="info", inline=True, available=on_linux)
 def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
     """Every /proc/diskstats line."""
     return read_diskstats()

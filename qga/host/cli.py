@@ -18,7 +18,7 @@ from qga.host.client import (DEFAULT_TIMEOUT, AgentClient, AgentDisconnected, Ag
 
 EXIT_OK = 0
 EXIT_AGENT_ERROR = 1  # the agent answered with an error object
-EXIT_USAGE = 2  # argparse's own convention
+# 2: a usage error (argparse exits with it by itself)
 EXIT_UNREACHABLE = 3  # cannot connect, no answer in time, or disconnected
 EXIT_EXEC_TIMEOUT = 124  # as timeout(1): the guest command is still running
 

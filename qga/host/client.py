@@ -357,7 +357,7 @@ class AgentClient:
         end = None if wait is None else time.monotonic() + wait
         delay = 0.01
         while True:
-            status = self.execute("guest-exec-status", {"pid": pid})
+            status: Dict[str, Any] = self.execute("guest-exec-status", {"pid": pid})
             if status.get("exited"):
                 status["pid"] = pid
                 return status

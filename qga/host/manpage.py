@@ -107,7 +107,7 @@ def _synopsis(parser: argparse.ArgumentParser) -> str:
         out += " [\\fIOPTION\\fR]..."
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            out += " \\fI" + _esc(action.metavar or "COMMAND") + "\\fR [\\fIARG\\fR]..."
+            out += " \\fI" + _esc(_metavar(action) if action.metavar else "COMMAND") + "\\fR [\\fIARG\\fR]..."
         elif not action.option_strings and action.help is not argparse.SUPPRESS:
             out += " \\fI" + _esc(_metavar(action)) + "\\fR"
     return out

@@ -21,11 +21,13 @@ has one; the refusals are ours.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from typing import Optional
 
+from qga.cstring import c_text
 from qga.errors import QgaError
 from qga.linux.sysfs import read_fd
 
@@ -109,7 +111,7 @@ class UserSsh:
         finally:
             os.close(ssh_fd)
         # glib hands back the bytes; C string handling ends at the first NUL.
-        return data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        return c_text(data)
 
     def _read_error(self, inner: str) -> QgaError:
         return QgaError(f"failed to read '{self.keys_path}': {inner}")
@@ -212,10 +214,8 @@ class UserSsh:
         finally:
             os.close(fd)
             if not done:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=ssh_fd)
-                except OSError:
-                    pass
 
     def _write_error(self, inner: str) -> QgaError:
         return QgaError(f"failed to write to '{self.keys_path}': {inner}")

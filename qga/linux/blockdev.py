@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from qga.errors import strerror
+from qga.errors import InternalError, strerror
 from qga.linux import udev
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def realpath(path: str) -> str:
         os.close(fd)
 
 
-class SysfsError(OSError):
+class SysfsError(OSError, InternalError):
     """A hard sysfs error, worded as qemu-ga words it (``realpath("...")``)."""
 
     def __init__(self, what: str, path: str, err: int) -> None:
@@ -121,6 +121,16 @@ class Sysfs:
         return realpath(path)
 
     # --- fsinfo walk -------------------------------------------------------------
+    def device_info(self, dev: Tuple[int, int], info: Optional[DeviceInfo] = None) -> DeviceInfo:
+        """fsinfo's ``name`` and ``disk`` for a device number, filled into ``info`` (or a new one).
+
+        Raises SysfsError; what was found before the error stays in ``info``.
+        """
+        if info is None:
+            info = DeviceInfo()
+        self.walk("%s/dev/block/%d:%d" % (self.root, dev[0], dev[1]), info)
+        return info
+
     def walk(self, devpath: str, info: DeviceInfo) -> None:
         """qemu-ga's build_guest_fsinfo_for_device; raises SysfsError on hard errors."""
         try:
@@ -303,18 +313,3 @@ def _nonpci_virtio(view: str, addr: _Address) -> bool:
     else:
         addr.bus_type = "virtio"
     return True
-
-
-def fs_device_info(dev: Tuple[int, int], sysfs_root: str = "/sys",
-                   udev_data: str = udev.UDEV_DATA) -> DeviceInfo:
-    """fsinfo's ``name`` and ``disk`` for a device number; raises SysfsError."""
-    sysfs = Sysfs(sysfs_root, udev_data)
-    info = DeviceInfo()
-    sysfs.walk("%s/dev/block/%d:%d" % (sysfs.root, dev[0], dev[1]), info)
-    return info
-
-
-def disk_address(sysfs_root: str = "/sys", udev_data: str = udev.UDEV_DATA,
-                 dev: Tuple[int, int] = (0, 0)) -> List[Dict[str, Any]]:
-    """The GuestDiskAddress list of a device number (fsinfo's ``disk``)."""
-    return fs_device_info(dev, sysfs_root, udev_data).disks

@@ -1,7 +1,7 @@
 """FIFREEZE / FITHAW / FITRIM on one mounted filesystem.
 
 Each ioctl helper takes an open descriptor of the mount point (opened with
-:func:`open_dir`) and raises :class:`OSError` with the kernel's errno; the
+:func:`open_mount`) and raises :class:`OSError` with the kernel's errno; the
 command layer turns errno into qemu-ga's texts.  The hook itself runs through
 :func:`qga.linux.helpers.run_helper`.
 """
@@ -22,8 +22,12 @@ _RANGE = struct.Struct("=QQQ")  # struct fstrim_range {start, len, minlen}
 UINT64_MAX = (1 << 64) - 1
 
 
-def open_dir(path: str) -> int:
-    """``open(path, O_RDONLY|O_CLOEXEC)`` as qemu-ga does for each mount."""
+def open_mount(path: str) -> int:
+    """``open(path, O_RDONLY|O_CLOEXEC)`` as qemu-ga does for each mount.
+
+    Not :func:`qga.linux.sysfs.open_dir`: no ``O_DIRECTORY`` (a file can be a
+    mount point), and the caller words the ``OSError`` itself.
+    """
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 

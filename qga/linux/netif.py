@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from qga.cstring import c_text
 from qga.linux.sysfs import read_fd
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,14 @@ class Interface:
     addresses: List[Tuple[int, bytes, int]] = field(default_factory=list)
 
 
-def _cstr(data: bytes) -> str:
-    return os.fsdecode(data.split(b"\0", 1)[0])
-
-
 def _request(msg_type: int, seq: int) -> bytes:
     if msg_type == RTM_GETLINK:
         # ifinfomsg + IFLA_EXT_MASK(RTEXT_FILTER_SKIP_STATS): the kernel then
         # leaves out the per-link statistics blocks (a third of the dump time);
         # counters come from /proc/net/dev as in qemu-ga.  Older kernels ignore
         # the bit.  The dump order does not depend on it.
-        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK)
+                + struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
     else:
         body = b"\0" * 4  # struct rtgenmsg (AF_UNSPEC), padded: what glibc sends
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
@@ -131,7 +129,7 @@ def _parse_link(buf: bytes, off: int, end: int) -> Link:
     name, hwaddr = "", None
     for kind, payload in _attributes(buf, off + _IFINFOMSG.size, end):
         if kind == IFLA_IFNAME:
-            name = _cstr(payload)
+            name = c_text(payload)
         elif kind == IFLA_ADDRESS:
             hwaddr = payload
     return Link(index, name, hwaddr)
@@ -148,7 +146,7 @@ def _parse_addr(buf: bytes, off: int, end: int) -> Optional[Address]:
         elif kind == IFA_LOCAL:
             local = payload
         elif kind == IFA_LABEL:
-            label = _cstr(payload)
+            label = c_text(payload)
     # glibc: IFA_LOCAL is the address when present (IFA_ADDRESS is then the peer).
     addr = local if local is not None else address
     if addr is None:
@@ -191,8 +189,8 @@ def group_interfaces(links: List[Link], addrs: List[Address]) -> Tuple[List[Inte
         if link.name not in entries:
             entries[link.name] = Interface(link.name, link.index)
     for addr in addrs:
-        link = by_index.get(addr.index)
-        name = addr.label if addr.label else (link.name if link else None)
+        owner = by_index.get(addr.index)
+        name = addr.label if addr.label else (owner.name if owner else None)
         if name is None:  # address of a link that vanished between the dumps
             continue
         entry = entries.get(name)

@@ -5,7 +5,8 @@ header is prepended), so a single line that is not ``KEY=VALUE``, a comment
 or blank invalidates the whole file, as does non-UTF-8 content.  The raw
 value is then post-processed (see :func:`unquote`).  Works on Python 3.9,
 which lacks :func:`platform.freedesktop_os_release` (and that function's
-shell-style unquoting differs anyway).
+shell-style unquoting differs anyway).  Its key-file reader is not
+:func:`qga.keyfile.parse`, which trims and unescapes (see :mod:`qga.keyfile`).
 """
 from __future__ import annotations
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from qga.errors import InternalError
 
 #: glib's search path when PATH is unset ("." dropped: the agent runs as root).
 DEFAULT_PATH = "/bin:/usr/bin"
@@ -23,7 +25,7 @@ _RESET_SIGNALS = tuple(s for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT
                                    signal.SIGCHLD))
 
 
-class SpawnError(Exception):
+class SpawnError(InternalError):
     """The child could not be started; ``errno`` says why."""
 
     def __init__(self, err: int) -> None:
@@ -88,7 +90,7 @@ def spawn(path: str, argv: Sequence[str], env: Mapping[str, str], *, stdin_pipe:
         for p in (in_pipe, out_pipe, err_pipe):
             if p:
                 opened.extend(p)
-        actions: List[tuple] = []
+        actions: List[Tuple[Any, ...]] = []
         if in_pipe:
             actions.append((os.POSIX_SPAWN_DUP2, in_pipe[0], 0))
         else:

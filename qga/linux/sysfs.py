@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import List
 
 from qga.errors import QgaError, os_error
 
@@ -13,7 +14,7 @@ def could_not_open(path: str, exc: OSError) -> QgaError:
 
 def read_fd(fd: int) -> bytes:
     """Everything left to read on ``fd`` (sizes of /proc files are not known up front)."""
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -11,13 +11,13 @@ import errno
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from qga.errors import QgaError, os_error
-from qga.linux.sysfs import could_not_open, open_dir
+from qga.errors import InternalError, QgaError, os_error
+from qga.linux.sysfs import open_dir
 
 DEFAULT_DIR = "/sys/devices/system/memory/"
 
 
-class _SysfsError(Exception):
+class _SysfsError(InternalError):
     """A sysfs read/write failure: the qemu-ga text and the errno left behind."""
 
     def __init__(self, desc: str, err: int) -> None:
@@ -35,11 +35,15 @@ def _dir(root: str) -> str:
     return root if root.endswith("/") else root + "/"
 
 
-def _read_file(dirfd: int, name: str, size: int) -> bytes:
+def _open(dirfd: int, name: str, flags: int) -> int:
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+        return os.open(name, flags | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError as exc:
         raise _failure("open", name, exc) from None
+
+
+def _read_file(dirfd: int, name: str, size: int) -> bytes:
+    fd = _open(dirfd, name, os.O_RDONLY)
     try:
         data = os.pread(fd, size, 0)
     except OSError as exc:
@@ -52,10 +56,7 @@ def _read_file(dirfd: int, name: str, size: int) -> bytes:
 
 
 def _write_file(dirfd: int, name: str, data: bytes) -> None:
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dirfd)
-    except OSError as exc:
-        raise _failure("open", name, exc) from None
+    fd = _open(dirfd, name, os.O_WRONLY)
     try:
         os.pwrite(fd, data, 0)
     except OSError as exc:
@@ -164,10 +165,7 @@ def set_memory_blocks(requests: Sequence[Mapping[str, Any]], root: str = DEFAULT
 def read_block_info(root: str = DEFAULT_DIR) -> Dict[str, int]:
     """guest-get-memory-block-info: ``block_size_bytes`` parsed as hex."""
     root = _dir(root)
-    try:
-        dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise could_not_open(root, exc) from None
+    dirfd = open_dir(root)
     try:
         data = _read_file(dirfd, "block_size_bytes", 20)
     except _SysfsError as exc:

@@ -11,6 +11,8 @@ import os
 import struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
+from qga.cstring import c_text
+
 DEFAULT_PATH = "/var/run/utmp"
 USER_PROCESS = 7
 
@@ -41,11 +43,6 @@ def layout_for(machine: Optional[str] = None) -> struct.Struct:
     return _NATIVE64
 
 
-def _cstr(raw: bytes) -> str:
-    # ut_user is not NUL-terminated when it fills all 32 bytes.
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
 def read_utmp(path: str = DEFAULT_PATH, layout: Optional[struct.Struct] = None) -> Iterator[UtmpRecord]:
     """Records of ``path`` in file order; a trailing partial record is ignored."""
     rec = layout or layout_for()
@@ -54,7 +51,7 @@ def read_utmp(path: str = DEFAULT_PATH, layout: Optional[struct.Struct] = None) 
     for offset in range(0, len(data) - rec.size + 1, rec.size):
         (ut_type, pid, line, _id, user, host, _term, _exit, _session,
          tv_sec, tv_usec, _addr) = rec.unpack_from(data, offset)
-        yield UtmpRecord(ut_type, pid, _cstr(line), _cstr(user), _cstr(host), tv_sec, tv_usec)
+        yield UtmpRecord(ut_type, pid, c_text(line), c_text(user), c_text(host), tv_sec, tv_usec)
 
 
 def logged_in_users(path: str = DEFAULT_PATH, layout: Optional[struct.Struct] = None) -> List[Dict[str, Any]]:

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
+from qga.errors import InternalError
 from qga.loop import Loop
 from qga.transport.base import Transport
 from qga.transport.chardev import IsaSerial, VirtioSerial
 from qga.transport.listen import UnixListen, VsockListen
 
-_CLASSES = {
+# Callable, not Type[Transport]: only the listening ones take listen_fd.
+_CLASSES: Dict[str, Callable[..., Transport]] = {
     "virtio-serial": VirtioSerial,
     "isa-serial": IsaSerial,
     "unix-listen": UnixListen,
@@ -18,7 +20,7 @@ _CLASSES = {
 }
 
 
-class ActivationError(Exception):
+class ActivationError(InternalError):
     """Socket activation handed us something we cannot use."""
 
 
@@ -50,5 +52,5 @@ def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[bytes]
     """The transport for ``-m method``; call ``open()`` on it."""
     cls = _CLASSES[method]
     if listen_fd is not None:
-        return cls(loop, path, on_data, on_error, listen_fd=listen_fd)  # type: ignore[call-arg]
+        return cls(loop, path, on_data, on_error, listen_fd=listen_fd)
     return cls(loop, path, on_data, on_error)

@@ -66,18 +66,15 @@ class Transport:
         """Release every descriptor."""
         self._detach_fd()
 
-    @property
-    def connected(self) -> bool:
-        """True when a host (client) can currently receive replies."""
-        return self.fd is not None
-
     # -- reading ---------------------------------------------------------------
     def _want_reading(self) -> None:
-        want = self.fd is not None and not self._paused
-        if want and not self._reading:
-            self.loop.add_reader(self.fd, self._on_readable)
-        elif not want and self._reading and self.fd is not None:
-            self.loop.remove_reader(self.fd)
+        fd = self.fd
+        want = fd is not None and not self._paused
+        if fd is not None and want != self._reading:
+            if want:
+                self.loop.add_reader(fd, self._on_readable)
+            else:
+                self.loop.remove_reader(fd)
         self._reading = want
 
     def pause_reading(self) -> None:
@@ -106,11 +103,6 @@ class Transport:
             self.on_eof()
 
     # -- writing ---------------------------------------------------------------
-    @property
-    def pending_output(self) -> int:
-        """Bytes queued but not yet written."""
-        return self._out_bytes
-
     def write(self, data: bytes) -> None:
         """Queue ``data`` and write as much as the descriptor takes now (unless corked)."""
         if not data:
@@ -144,10 +136,7 @@ class Transport:
         out = self._out
         while out and fd is not None:
             try:
-                if len(out) == 1:
-                    n = os.write(fd, out[0])
-                else:
-                    n = os.writev(fd, list(islice(out, _IOV_MAX)))
+                n = os.write(fd, out[0]) if len(out) == 1 else os.writev(fd, list(islice(out, _IOV_MAX)))
             except (BlockingIOError, InterruptedError):
                 if not self._writing:
                     self._writing = True

@@ -6,10 +6,11 @@ The JSON parser's state is deliberately *not* reset between clients.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
-from typing import Optional
+from typing import Any, Optional
 
 from qga.transport.base import Transport
 
@@ -45,10 +46,6 @@ class ListenTransport(Transport):
             self.listener = self._bind()
         self.listener.setblocking(False)
         self.loop.add_reader(self.listener.fileno(), self._accept)
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -96,34 +93,29 @@ class ListenTransport(Transport):
             self.listener = None
 
 
+def _listening(family: int, address: Any) -> socket.socket:
+    """A listening stream socket bound to ``address``; nothing left open on failure."""
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(address)
+        sock.listen(1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class UnixListen(ListenTransport):
     """``-m unix-listen -p PATH``: the socket file is replaced at start and left at exit."""
 
     def _bind(self) -> socket.socket:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(self.path)
-            sock.listen(1)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return _listening(socket.AF_UNIX, self.path)
 
 
 class VsockListen(ListenTransport):
     """``-m vsock-listen -p CID:PORT``."""
 
     def _bind(self) -> socket.socket:
-        cid, port = parse_vsock_path(self.path)
-        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind((cid, port))
-            sock.listen(1)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return _listening(socket.AF_VSOCK, parse_vsock_path(self.path))

@@ -137,7 +137,7 @@ def test_exec_status_wire_order(conn: Conn) -> None:
     pid = conn.cmd("guest-exec", path="sh", arg=["-c", "echo out; echo err >&2; exit 3"],
                    capture_output=True)["pid"]
     poll_line = b""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         conn.send(b'{"execute":"guest-exec-status","arguments":{"pid":%d}}\n' % pid)
         poll_line = conn.read_line()

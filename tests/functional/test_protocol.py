@@ -83,9 +83,15 @@ def test_parser_state_survives_a_reconnect(agent: AgentProcess) -> None:
 def test_second_client_waits_until_the_first_leaves(agent: AgentProcess) -> None:
     first = agent.connect()
     first.sync()
-    second = agent.connect(timeout=2)
+    second = agent.connect()
     second.send(b'{"execute":"guest-ping","id":2}')
-    second.expect_silence(0.5)
+    # Two round trips on the first client: a loop serving both would have read the
+    # second's ping (queued before them) by then and answered it.  No timed silence.
+    assert first.cmd("guest-ping") == {} and first.cmd("guest-ping") == {}
+    second.sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        second.sock.recv(1)
+    second.sock.settimeout(second.timeout)
     first.close()
     assert second.read_line() == b'{"return": {}, "id": 2}\n'
 

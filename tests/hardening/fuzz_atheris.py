@@ -19,8 +19,8 @@ import atheris
 
 with atheris.instrument_imports():
     import qga.dispatch  # noqa: F401
-    import qga.jsonstream  # noqa: F401
-    import qga.jsonwriter  # noqa: F401
+    import qga.codec.lexer  # noqa: F401
+    import qga.codec.writer  # noqa: F401
     import qga.schema  # noqa: F401
 
 from tests.hardening.inproc import InProcessAgent  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.loop import Loop
 from qga.command import Command, start_hooks
 from qga.commands import load

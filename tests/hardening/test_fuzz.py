@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from tests.agentproc import AgentProcess, start
 from tests.hardening.inproc import InProcessAgent
 from tests.hardening.strategies import encode, requests, streams

@@ -23,7 +23,6 @@ from tests.loopmount import loop_device
 from tests.prereq import require
 
 DEADLINE = 2.0
-MARGIN = 1.5
 
 
 @pytest.fixture
@@ -47,22 +46,24 @@ def _send(conn, name: str, rid: int, **args) -> None:
 
 def test_hung_open_times_out_and_agent_serves_later_requests(hung: HungFsAgent, agent_dir: str) -> None:
     conn = hung.connect()
-    conn.sync()
+    quiet = conn.sync()  # what a sync skips on an idle connection: the reply to its own 0xFF
     assert hung.mountpoint in hung.agent_mounts(), "the hung mount is not in the agent's namespace"
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         assert hung.mountpoint not in f.read(), "the hung mount leaked into the test's namespace"
     threads_before = thread_count(hung.pid)
 
-    # 1. A file open on the hung filesystem: error at the deadline, not a wedge.
+    # 1. A file open on the hung filesystem: error at the deadline, not a wedge.  The
+    # filesystem never answers, so any reply at all comes from the deadline; load can
+    # only delay it, hence generous read timeouts and no upper bound on the time taken.
     start = time.monotonic()
     _send(conn, "guest-file-open", 1, path=os.path.join(hung.mountpoint, "file"), mode="r")
     _send(conn, "guest-ping", 2)          # queued behind it: served right after the deadline
-    first = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    first = parse_reply_line(conn.read_line(DEADLINE + 60))
     elapsed = time.monotonic() - start
     assert first["id"] == 1 and "error" in first, first
     assert first["error"]["desc"] == f"command guest-file-open did not complete within {DEADLINE:g} seconds"
-    assert DEADLINE - 0.2 <= elapsed <= DEADLINE + MARGIN, elapsed
-    assert parse_reply_line(conn.read_line(2)) == {"return": {}, "id": 2}
+    assert elapsed >= DEADLINE, elapsed  # not early (a lower bound: load cannot break it)
+    assert parse_reply_line(conn.read_line(60)) == {"return": {}, "id": 2}
 
     # 2. The agent is healthy: ping at once, a real file opens in the fresh worker.
     assert conn.request({"execute": "guest-ping"}, 1) == {"return": {}}
@@ -74,28 +75,28 @@ def test_hung_open_times_out_and_agent_serves_later_requests(hung: HungFsAgent, 
     conn.cmd("guest-file-close", timeout=DEADLINE, handle=handle)
 
     # 3. A second stuck command also times out; threads grow by one per stuck call only.
-    start = time.monotonic()
     _send(conn, "guest-file-open", 3, path=os.path.join(hung.mountpoint, "other"), mode="r")
-    reply = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
+    reply = parse_reply_line(conn.read_line(DEADLINE + 60))
     assert reply["id"] == 3 and "did not complete" in reply["error"]["desc"], reply
-    assert time.monotonic() - start <= DEADLINE + MARGIN
     assert thread_count(hung.pid) <= threads_before + 2, "abandoned workers are not bounded by stuck calls"
 
-    # 4. guest-get-fsinfo (statvfs of every mount) answers within the deadline, whatever it skips.
-    start = time.monotonic()
+    # 4. guest-get-fsinfo (statvfs of every mount) completes: a result, not the deadline's error.
     _send(conn, "guest-get-fsinfo", 4)
-    reply = parse_reply_line(conn.read_line(DEADLINE + MARGIN + 5))
-    assert reply["id"] == 4 and time.monotonic() - start <= DEADLINE + MARGIN, reply
+    reply = parse_reply_line(conn.read_line(DEADLINE + 60))
+    assert reply["id"] == 4 and "return" in reply, reply
 
-    # 5. The hung server goes away: the stuck calls fail now, their late replies are discarded.
+    # 5. The hung server goes away: the two stuck calls fail now, their late replies are
+    # discarded (logged); nothing of them reaches the client before the sync reply.
     hung.release()
-    time.sleep(0.5)
-    conn.sync(77)
-    conn.expect_silence(0.5)
-    assert conn.request({"execute": "guest-ping", "id": 5}, 2) == {"return": {}, "id": 5}
+    discard = "discarding the late reply of an abandoned command"
+    deadline = time.monotonic() + 60
+    while hung.log().count(discard) < 2:
+        assert time.monotonic() < deadline, f"the stuck calls never finished: {hung.log()}"
+        time.sleep(0.02)
+    assert conn.sync(77) == quiet
+    assert conn.request({"execute": "guest-ping", "id": 5}, 60) == {"return": {}, "id": 5}
     assert hung.proc.poll() is None
-    assert "did not finish within 2 s: abandoned" in hung.log()
-    assert "discarding the late reply of an abandoned command" in hung.log()
+    assert hung.log().count("did not finish within 2 s: abandoned") == 2
     conn.close()
     assert hung.stop() == 0, hung.log()
 

@@ -19,7 +19,25 @@ from qga.registry import Registry
 from qga.selftest import SelfTest, run_self_test
 from tests.agentproc import REPO, start
 
-UNRESTRICTED = sorted(n for n, c in Registry(load()).commands.items() if c.group == "unrestricted")
+#: The security promise, written out (not read back from the registry under test):
+#: the group of every command.  A new command must be added here, in its group.
+GROUPS = {
+    "protocol": {"guest-info", "guest-ping", "guest-sync", "guest-sync-delimited"},
+    "info": {"guest-get-cpustats", "guest-get-disks", "guest-get-diskstats", "guest-get-fsinfo",
+             "guest-get-host-name", "guest-get-load", "guest-get-memory-block-info",
+             "guest-get-memory-blocks", "guest-get-osinfo", "guest-get-time", "guest-get-timezone",
+             "guest-get-users", "guest-get-vcpus", "guest-network-get-interfaces", "guest-network-get-route"},
+    "unrestricted": {"guest-exec", "guest-exec-status", "guest-file-close", "guest-file-flush",
+                     "guest-file-open", "guest-file-read", "guest-file-seek", "guest-file-write",
+                     "x-guest-exec-kill"},
+    "user-auth": {"guest-set-user-password", "guest-ssh-add-authorized-keys",
+                  "guest-ssh-get-authorized-keys", "guest-ssh-remove-authorized-keys"},
+    "system-control": {"guest-set-memory-blocks", "guest-set-time", "guest-set-vcpus", "guest-shutdown",
+                       "guest-suspend-disk", "guest-suspend-hybrid", "guest-suspend-ram"},
+    "fsfreeze": {"guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-status",
+                 "guest-fsfreeze-thaw", "guest-fstrim"},
+}
+UNRESTRICTED = sorted(GROUPS["unrestricted"] - {"x-guest-exec-kill"})  # a stock agent's
 
 
 def run_cli(*argv: str, env: dict = None) -> subprocess.CompletedProcess:
@@ -73,12 +91,13 @@ def test_protocol_group_cannot_be_disabled(agent_dir: str) -> None:
 
 
 def test_new_command_joins_a_group() -> None:
-    """Every registered command has a group, so a later addition cannot escape a block."""
-    registry = Registry(load())
-    for group in ("info", "unrestricted", "user-auth", "system-control", "fsfreeze"):
+    """Every registered command is in the table above, so a later addition cannot escape a block."""
+    registry = Registry(load(), extensions=True)
+    assert {n: c.group for n, c in registry.commands.items()} == \
+           {n: group for group, names in GROUPS.items() for n in names}
+    for group, names in GROUPS.items():
         registry.configure(None, [], [group])
-        disabled = set(registry.policy_disabled())
-        assert disabled == {n for n, c in registry.commands.items() if c.group == group}, group
+        assert set(registry.policy_disabled()) == (set() if group == "protocol" else names), group
 
 
 def test_dump_conf_shows_policy_and_disabled_commands() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from typing import Any, Dict
 
 FULL = os.environ.get("QGA_FULL") == "1"
@@ -73,3 +74,24 @@ def fd_count(pid: int) -> int:
 def thread_count(pid: int) -> int:
     """Threads of ``pid``."""
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def wait_reaped(pid: int, timeout: float = 60.0) -> None:
+    """Poll until ``pid`` has been reaped by its parent (its /proc entry is gone)."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"pid {pid} was not reaped within {timeout:g} s"
+        time.sleep(0.005)
+
+
+def wait_signal_delivered(pid: int, signum: int, timeout: float = 60.0) -> None:
+    """Poll until ``signum`` sent to ``pid`` is no longer pending (its handler was entered)."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+        if not any(mask & bit for mask in pending):
+            return
+        assert time.monotonic() < deadline, f"signal {signum} still pending for pid {pid}"
+        time.sleep(0.01)

@@ -147,8 +147,32 @@ def test_udev_rule_syntax_and_meaning() -> None:
     assert ("ENV", "SYSTEMD_WANTS", "=", "qemu-ga-py.service") in parsed
 
 
+def _installed_rule_name() -> str:
+    """The name the RPM spec installs our udev rule under (and that it is this file)."""
+    spec = (REPO / "packaging/rpm/qemu-ga-py.spec").read_text()
+    found = re.findall(r"^install -Dpm 0644 (\S+) %\{buildroot\}%\{_udevrulesdir\}/(\S+)$", spec, re.M)
+    assert len(found) == 1, found
+    source, name = found[0]
+    assert REPO / source == RULE
+    return name
+
+
+def _debian_rule_name() -> str:
+    """The rule file of Debian's qemu-guest-agent package, as dpkg lists it."""
+    res = subprocess.run(["dpkg", "-L", "qemu-guest-agent"], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.fail("dpkg -L qemu-guest-agent failed: install the Debian package 'qemu-guest-agent' "
+                    "(the reference tier needs it too): " + res.stderr.strip())
+    rules = [Path(line).name for line in res.stdout.splitlines() if "/rules.d/" in line and line.endswith(".rules")]
+    assert len(rules) == 1, rules
+    return rules[0]
+
+
 def test_udev_rule_sorts_after_debian_qemu_guest_agent() -> None:
-    """Debian's rule (60-qemu-guest-agent.rules) may coexist with ours: ours must be applied
-    later so its SYSTEMD_WANTS assignment wins.  (Fedora's 99-qemu-guest-agent.rules sorts
-    after ours, but there the RPM Conflicts: keeps both from being installed.)"""
-    assert sorted([RULE.name, "60-qemu-guest-agent.rules"])[-1] == RULE.name
+    """Debian's rule may coexist with ours: ours must be applied later so its
+    SYSTEMD_WANTS assignment wins.  udev reads the files of all rules.d
+    directories in one order, by file name (strcmp; Python compares ASCII the
+    same way).  (Fedora's 99-qemu-guest-agent.rules sorts after ours, but there
+    the RPM Conflicts: keeps both from being installed.)"""
+    ours, debian = _installed_rule_name(), _debian_rule_name()
+    assert ours > debian, (ours, debian)

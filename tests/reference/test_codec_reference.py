@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from qga.jsonstream import JsonParseError, JsonStreamParser
-from qga.jsonwriter import dumps
+from qga.codec import JsonParseError, JsonStreamParser
+from qga.codec import dumps
 
 pytestmark = pytest.mark.reference
 
@@ -55,7 +55,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([QEMU_GA, "-m", "unix-listen", "-p", sock, "-t", str(statedir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not os.path.exists(sock):
             assert proc.poll() is None, "qemu-ga exited at start-up"
             assert time.monotonic() < deadline, "qemu-ga did not create its socket"

@@ -126,7 +126,7 @@ def _exec_status(conn: Conn, path: str, args: List[str], capture: bool) -> bytes
     if path == "cat":
         arguments["input-data"] = base64.b64encode(b"from stdin\n").decode()
     pid = conn.cmd("guest-exec", **{k.replace("-", "_"): v for k, v in arguments.items()})["pid"]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         conn.send(json.dumps({"execute": "guest-exec-status", "arguments": {"pid": pid}}).encode() + b"\n")
         line = conn.read_line()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Set
 
 import pytest
 
@@ -58,10 +60,23 @@ def test_read_vcpus_errors(tmp_path: Path, cpu_tree: str) -> None:
     assert err.value.desc == f'pread("{cpu_tree}/cpu3//online"): unexpected EOF'
 
 
+def _cpu_list(text: str) -> Set[int]:
+    """The kernel's cpu list format: ``0-3,5``."""
+    cpus: Set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def test_read_vcpus_live() -> None:
-    vcpus = sysfs_cpu.read_vcpus()
-    assert len(vcpus) == os.cpu_count()
-    assert all(isinstance(v["logical-id"], int) and isinstance(v["online"], bool) for v in vcpus)
+    """Each cpuN directory in readdir order; online per the kernel's online mask."""
+    root = Path("/sys/devices/system/cpu")
+    online = _cpu_list((root / "online").read_text())
+    ids = [int(name[3:]) for name in os.listdir(root) if re.fullmatch(r"cpu[0-9]+", name)]
+    assert sysfs_cpu.read_vcpus() == [
+        {"logical-id": n, "online": n in online, "can-offline": (root / f"cpu{n}" / "online").exists()}
+        for n in ids]
 
 
 def test_set_vcpus(cpu_tree: str) -> None:
@@ -140,7 +155,8 @@ def test_memory_block_info(tmp_path: Path, mem_tree: str) -> None:
 
 
 def test_memory_block_info_live() -> None:
-    assert sysfs_memory.read_block_info()["size"] > 0
+    path = Path("/sys/devices/system/memory/block_size_bytes")
+    assert sysfs_memory.read_block_info() == {"size": int(path.read_text(), 16)}
 
 
 def test_set_memory_blocks(tmp_path: Path, mem_tree: str) -> None:

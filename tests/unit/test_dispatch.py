@@ -12,7 +12,7 @@ from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
 from qga.errors import QgaError
-from qga.jsonstream import JsonStreamParser
+from qga.codec import JsonStreamParser
 from qga.loop import Loop
 from qga.command import Command
 from qga.registry import Registry
@@ -20,6 +20,7 @@ from qga.schema import compile_args
 from qga.state import StateDir
 
 RELEASE = threading.Event()
+HANGING: List[threading.Thread] = []  # the worker threads x-hang ran on
 
 
 def _cmd(name: str, func: Any, group: str = "info", **kw: Any) -> Command:
@@ -39,7 +40,8 @@ COMMANDS = [
     _cmd("guest-shutdown", lambda ctx: None, "system-control", success_response=False),
     _cmd("x-crash", lambda ctx: 1 / 0),
     _cmd("x-fail", lambda ctx: (_ for _ in ()).throw(QgaError("it failed"))),
-    _cmd("x-hang", lambda ctx: RELEASE.wait(30) and "late", deadline=0.3),
+    _cmd("x-hang", lambda ctx: HANGING.append(threading.current_thread()) or (RELEASE.wait(30) and "late"),
+         deadline=0.3),
 ]
 
 
@@ -107,8 +109,13 @@ def test_deadline_answers_with_an_error_and_later_requests_are_served(h: Harness
         assert h.dispatcher.worker.abandoned == 1
     finally:
         RELEASE.set()
-    time.sleep(0.1)
-    # The abandoned thread's late result is discarded, never sent.
+    # The abandoned thread finishes and posts its late result to the loop; running
+    # the loop until a callback queued after that one runs lets the dispatcher see it.
+    HANGING.pop().join(60)
+    sent = len(h.out)
+    h.loop.call_soon_threadsafe(h.loop.stop)
+    h.loop.run()
+    assert h.out[sent:] == [], "the late result of an abandoned command was sent"
     assert h.feed(b'{"execute":"guest-ping"}', 1) == [{"return": {}}]
 
 

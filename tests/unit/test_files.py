@@ -16,8 +16,8 @@ from qga.commands import files
 from qga.config import Config
 from qga.context import Context
 from qga.errors import QgaError
-from qga.linux import qbase64
-from qga.linux.guestfile import MODES
+from qga import qbase64
+from qga.guestfile import MODES
 from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from qga.jsonwriter import OutOfRangeNumber, dumps
-from qga.qdict import member_order
+from qga.codec import OutOfRangeNumber, dumps
+from qga.codec.qdict import member_order
 
 
 def test_reply_orders() -> None:
@@ -77,7 +77,7 @@ def test_deep_nesting() -> None:
 
 
 def test_bytes_are_written_verbatim_as_a_string() -> None:
-    from qga.jsonwriter import base64_text
+    from qga.codec import base64_text
 
     assert base64_text(b"") == b""
     reply = {"count": 3, "buf-b64": base64_text(b"abc"), "eof": True}

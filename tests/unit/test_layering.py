@@ -86,3 +86,13 @@ def test_the_agent_never_imports_the_host_side() -> None:
     assert out.stdout.strip() == "[]"
     assert not any(dep.startswith("qga.host") for mod, deps in import_graph(REPO / "qga").items()
                    if not mod.startswith("qga.host") for dep in deps)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    offenders = []
+    for path in sorted((REPO / "qga").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qga"):
+                offenders += [f"{path.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert offenders == []

@@ -14,13 +14,14 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
 from qga.commands import storage
 from qga.errors import QgaError
-from qga.linux import blockdev, diskstats, disks, fsstat, nvme
+from qga import fsstat
+from qga.linux import blockdev, diskstats, disks, nvme
 from qga.linux.mounts import Mount
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -67,7 +68,7 @@ EXPECTED_FS = {
 
 
 def fake_info(dev: Any) -> blockdev.DeviceInfo:
-    return blockdev.fs_device_info(dev, str(FAKE / "sys"), str(FAKE / "udev"))
+    return blockdev.Sysfs(str(FAKE / "sys"), str(FAKE / "udev")).device_info(dev)
 
 
 @pytest.mark.parametrize("dev", sorted(EXPECTED_FS))
@@ -91,18 +92,18 @@ def test_virtual_device_recurses_into_slaves_prepending() -> None:
     assert info.disks == [by_name[n] for n in reversed(slaves)]
 
 
-def test_disk_address_function_and_unknown_bus(tmp_path: Path) -> None:
-    assert blockdev.disk_address(str(FAKE / "sys"), str(FAKE / "udev"), (8, 48)) == EXPECTED_FS[(8, 48)][1]
+def test_device_disks_and_unknown_bus(tmp_path: Path) -> None:
+    assert blockdev.Sysfs(str(FAKE / "sys"), str(FAKE / "udev")).device_info((8, 48)).disks == EXPECTED_FS[(8, 48)][1]
     # A platform device: no recognised bus, but dev is known -> kept with bus-type unknown.
     ddir = tmp_path / "sys/devices/platform/foo/block/xda"
     ddir.mkdir(parents=True)
     (ddir / "uevent").write_text("MAJOR=9\nMINOR=1\nDEVNAME=xda\n")
     (tmp_path / "sys/dev/block").mkdir(parents=True)
     os.symlink("../../devices/platform/foo/block/xda", tmp_path / "sys/dev/block/9:1")
-    got = blockdev.disk_address(str(tmp_path / "sys"), str(tmp_path / "udev"), (9, 1))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), str(tmp_path / "udev")).device_info((9, 1)).disks
     assert got == [addr(NO_PCI, "unknown", "/dev/xda")]
     (ddir / "uevent").write_text("MAJOR=9\nMINOR=1\n")  # no devnode, no serial -> dropped
-    assert blockdev.disk_address(str(tmp_path / "sys"), str(tmp_path / "udev"), (9, 1)) == []
+    assert blockdev.Sysfs(str(tmp_path / "sys"), str(tmp_path / "udev")).device_info((9, 1)).disks == []
 
 
 def test_ata_host_not_found_keeps_pci_address(tmp_path: Path) -> None:
@@ -114,12 +115,12 @@ def test_ata_host_not_found_keeps_pci_address(tmp_path: Path) -> None:
     os.symlink("../../../bus/pci/drivers/ahci", ctrl / "driver")
     (tmp_path / "sys/dev/block").mkdir(parents=True)
     os.symlink(os.path.relpath(ddir, tmp_path / "sys/dev/block"), tmp_path / "sys/dev/block/65:0")
-    got = blockdev.disk_address(str(tmp_path / "sys"), "/nonexistent", (65, 0))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((65, 0)).disks
     assert got == [addr(pci(0, 0, 31, 2), "sata", "/dev/sdz", unit=0)]  # only ata9 exists
     for i in range(1, 9):  # ata1..ata8 fill the 8 slots qemu-ga reads, in some readdir order
         (ctrl / f"ata{i}").mkdir()
     first8 = [int(e.name[3:]) for e in os.scandir(ctrl) if e.name.startswith("ata")][:8]
-    got = blockdev.disk_address(str(tmp_path / "sys"), "/nonexistent", (65, 0))
+    got = blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((65, 0)).disks
     if 9 in first8:
         assert got == [addr(pci(0, 0, 31, 2), "sata", "/dev/sdz", unit=sorted(first8).index(9))]
     else:
@@ -133,7 +134,7 @@ def test_hard_sysfs_error_is_worded_like_qemu(tmp_path: Path) -> None:
     os.symlink("../../devices/virtual/block/dm-7", tmp_path / "sys/dev/block/253:7")
     os.symlink("loop", vdir / "slaves" / "loop")  # self-referencing link -> realpath ELOOP
     with pytest.raises(blockdev.SysfsError) as exc:
-        blockdev.fs_device_info((253, 7), str(tmp_path / "sys"), "/nonexistent")
+        blockdev.Sysfs(str(tmp_path / "sys"), "/nonexistent").device_info((253, 7))
     assert exc.value.desc == f'realpath("{vdir}/slaves/loop"): Too many levels of symbolic links'
 
 
@@ -194,7 +195,7 @@ def test_get_disks_and_fsinfo_match_qemu_ga_capture() -> None:
         if not fs["devno"] or fs["devno"].startswith("0:"):
             continue
         major, minor = (int(x) for x in fs["devno"].split(":"))
-        info = blockdev.fs_device_info((major, minor), str(HOST / "sys"), str(HOST / "udev"))
+        info = blockdev.Sysfs(str(HOST / "sys"), str(HOST / "udev")).device_info((major, minor))
         assert (info.name, info.disks) == (fs["name"], fs["disk"])
 
 
@@ -258,8 +259,43 @@ def test_diskstats_field_counts() -> None:
 def test_diskstats_host_capture_and_live() -> None:
     host = diskstats.read_diskstats(str(DATA / "diskstats/host-diskstats"))
     assert host and all(len(e["stats"]) == 17 for e in host)
-    live = diskstats.read_diskstats()
-    assert [e["name"] for e in live] == [line.split()[2] for line in open("/proc/diskstats")]
+
+
+#: /proc/diskstats columns after major, minor, name (Documentation/admin-guide/iostats.rst).
+PROC_DISKSTATS_COLUMNS = (
+    "read-ios", "read-merges", "read-sectors", "read-ticks", "write-ios", "write-merges",
+    "write-sectors", "write-ticks", "ios-pgr", "total-ticks", "weight-ticks", "discard-ios",
+    "discard-merges", "discard-sectors", "discard-ticks", "flush-ios", "flush-ticks")
+
+
+def _proc_diskstats() -> Dict[Tuple[str, int, int], Dict[str, int]]:
+    """(name, major, minor) -> the counters of each full (20-field) /proc/diskstats line."""
+    out = {}
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 20:
+                out[(fields[2], int(fields[0]), int(fields[1]))] = dict(
+                    zip(PROC_DISKSTATS_COLUMNS, map(int, fields[3:])))
+    return out
+
+
+def test_diskstats_live_between_two_reads() -> None:
+    """Each live counter lies between /proc/diskstats read before and after the call."""
+    before = _proc_diskstats()
+    live = {(e["name"], e["major"], e["minor"]): e["stats"] for e in diskstats.read_diskstats()}
+    after = _proc_diskstats()
+    # ios-pgr is the number in flight now, not a counter; a device detached and
+    # re-attached meanwhile (other tests use loop devices) restarts at 0.
+    monotonic = [k for k in PROC_DISKSTATS_COLUMNS if k != "ios-pgr"]
+    stable = [dev for dev in before.keys() & after.keys()
+              if all(before[dev][k] <= after[dev][k] for k in monotonic)]
+    assert any(any(before[dev].values()) for dev in stable), "no live block device has counters"
+    assert [dev for dev in live if dev in stable] == [dev for dev in before if dev in stable]  # file order
+    for dev in stable:
+        assert live[dev].keys() == before[dev].keys(), dev
+        for key in monotonic:
+            assert before[dev][key] <= live[dev][key] <= after[dev][key], (dev, key)
 
 
 def test_diskstats_open_error_text(tmp_path: Path) -> None:
@@ -270,6 +306,16 @@ def test_diskstats_open_error_text(tmp_path: Path) -> None:
 
 # --- bounded statvfs ------------------------------------------------------------------
 
+def _returns(call: Callable[[], Any], what: str) -> Any:
+    """``call()``'s result; fails if it is still running after a generous deadline."""
+    result: List[Any] = []
+    caller = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), what
+    return result[0]
+
+
 def test_bounded_statvfs_skips_hung_path_until_it_returns() -> None:
     release = threading.Event()
     calls: List[str] = []
@@ -277,23 +323,30 @@ def test_bounded_statvfs_skips_hung_path_until_it_returns() -> None:
     def fake(path: str) -> Any:
         calls.append(path)
         if path == "/hung":
-            release.wait(30)
+            release.wait(600)  # far longer than the deadline of _returns
         return os.statvfs("/")
 
+    def helpers() -> int:
+        return sum(t.name == "qga-statvfs" for t in threading.enumerate())
+
+    before = helpers()
     b = fsstat.BoundedStatvfs(timeout=0.2, func=fake)
-    t0 = time.monotonic()
-    got = b.statvfs_many(["/a", "/hung", "/b"])
-    assert time.monotonic() - t0 < 2
+    got = _returns(lambda: b.statvfs_many(["/a", "/hung", "/b"]), "statvfs_many waited for the hung call")
+    # The call on /hung is still blocked: its helper was abandoned and a fresh one did /b.
     assert got["/hung"] is None and got["/a"] is not None and got["/b"] is not None
-    assert "/hung" in b.hung
+    stuck = b.hung["/hung"]
+    assert stuck[0].progress == stuck[1] == 1
+    assert calls == ["/a", "/hung", "/b"] and helpers() == before + 2
     calls.clear()
-    t0 = time.monotonic()
-    got = b.statvfs_many(["/hung", "/a"])
-    assert time.monotonic() - t0 < 0.15  # not retried, no wait
-    assert calls == ["/a"] and got["/hung"] is None
+    b.timeout = 3600.0  # any wait on the hung path would now last an hour
+    got = _returns(lambda: b.statvfs_many(["/hung", "/a"]), "statvfs_many waited on the path known to hang")
+    # Not retried: the same hang is remembered, no helper was abandoned.
+    assert calls == ["/a"] and got["/hung"] is None and got["/a"] is not None
+    assert b.hung == {"/hung": stuck} and helpers() == before + 2
     release.set()
-    deadline = time.monotonic() + 5
-    while b.hung["/hung"][0].progress <= b.hung["/hung"][1] and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while stuck[0].progress <= stuck[1]:
+        assert time.monotonic() < deadline, "the released statvfs never finished"
         time.sleep(0.01)
     got = b.statvfs_many(["/hung"])
     assert got["/hung"] is not None and not b.hung

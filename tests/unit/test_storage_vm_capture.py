@@ -74,7 +74,7 @@ def test_fsinfo_disk_matches_qemu_ga_7_2(cap: str) -> None:
     assert entries, "every capture has a mounted filesystem"
     for fs in entries:
         major, minor = (int(x) for x in fs["devno"].split(":"))
-        info = blockdev.fs_device_info((major, minor), **_roots(cap))
+        info = blockdev.Sysfs(**_roots(cap)).device_info((major, minor))
         assert (info.name, info.disks) == (fs["name"], fs["disk"])
 
 

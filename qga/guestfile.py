@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from typing import Tuple
+from qga.errors import InternalError
 
 #: fopen mode -> (open flags, readable, writable).  Same table as qemu-ga.
 _R, _W, _RW = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
@@ -32,7 +33,7 @@ MODES = {
 NEW_FILE_MODE = 0o666
 
 
-class OpenError(Exception):
+class OpenError(InternalError):
     """An open step failed: ``step`` names it (open, chmod), ``exc`` the OSError."""
 
     def __init__(self, step: str, exc: OSError) -> None:

@@ -1,6 +1,6 @@
-"""Token values and whole-message decoding for :mod:`qga.jsonstream`.
+"""Token values and whole-message decoding for :mod:`qga.codec.lexer`.
 
-The lexer in :mod:`qga.jsonstream` cuts the input into tokens; this module
+The lexer in :mod:`qga.codec.lexer` cuts the input into tokens; this module
 turns a balanced run of tokens into a value with QEMU's parser rules (first
 error wins, duplicate keys, QEMU's string escapes and number ranges), and
 holds the fast path: one regex recognising a small well-formed message that
@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
-from typing import Any
+from typing import Any, Union
 
-from qga.jsonwriter import _NONCHAR, OutOfRangeNumber, _valid_cp, qemu_lossy_decode
+from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR, OutOfRangeNumber
+from qga.codec.utf8 import NONCHAR, qemu_lossy_decode, valid_codepoint
 
-# Token types (shared with the lexer).
-_LC, _RC, _LS, _RS, _COLON, _COMMA, _STR, _INT, _FLOAT, _KW = range(10)
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {0x22: '"', 0x27: "'", 0x5C: "\\", 0x2F: "/", 0x62: "\b",
             0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}
@@ -38,7 +37,7 @@ for _ in range(3):
     _FVAL = (rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null"
              + rb"|\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\}"
              + rb"|\[" + _W + rb"(?:" + _FVAL + _W + _ARR_NEXT + rb")*\])")
-_FAST_MSG = re.compile(
+FAST_MESSAGE = re.compile(
     _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\})")
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
@@ -61,8 +60,8 @@ class JsonParseError:
         return f"JsonParseError({self.desc!r})"
 
 
-class _Err(Exception):
-    """Internal: the first parse error of a message (QEMU keeps only it)."""
+class ParseFailure(Exception):
+    """The first parse error of a message (QEMU keeps only it); raised by :func:`parse_tokens`."""
 
 
 class _Dup(Exception):
@@ -77,9 +76,9 @@ def _decode_chunk(raw: bytes) -> str:
         # C0 80 can only ever be U+0000 here: raw NUL is a lexical error.
         text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
     except UnicodeDecodeError:
-        raise _Err("invalid UTF-8 sequence in string") from None
-    if _NONCHAR.search(text):
-        raise _Err("invalid UTF-8 sequence in string")
+        raise ParseFailure("invalid UTF-8 sequence in string") from None
+    if NONCHAR.search(text):
+        raise ParseFailure("invalid UTF-8 sequence in string")
     return text
 
 
@@ -112,15 +111,15 @@ def _decode_string(tok: bytes) -> str:
                     p += 6
                 else:
                     cp = -1
-            if not _valid_cp(cp):
-                raise _Err(qemu_lossy_decode(tokz[j:p])
+            if not valid_codepoint(cp):
+                raise ParseFailure(qemu_lossy_decode(tokz[j:p])
                            + " is not a valid Unicode character")
             parts.append(chr(cp))
             i = p
         else:
             esc = _ESCAPES.get(c)
             if esc is None:
-                raise _Err("invalid escape sequence in string")
+                raise ParseFailure("invalid escape sequence in string")
             parts.append(esc)
             i = j + 2
         j = tok.find(b"\\", i, end)
@@ -146,34 +145,34 @@ def _float_hook(text: str) -> float:
     return v if v - v == 0 else OutOfRangeNumber(text)
 
 
-def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
-    """json_parser_parse() without recursion: returns a value or raises _Err."""
+def parse_tokens(types: list[int], texts: list[Any]) -> Any:
+    """json_parser_parse() without recursion: returns a value or raises ParseFailure."""
     n = len(types)
     i = 0
     # Frames: [is_dict, container, key, have_key]
-    stack: list[list] = []
+    stack: list[list[Any]] = []
     while True:
         if i >= n:
-            raise _Err("premature EOI")
+            raise ParseFailure("premature EOI")
         t = types[i]
-        if t == _LC or t == _LS:
+        if t in (LC, LS):
             if i + 1 >= n:
-                raise _Err("premature EOI")
+                raise ParseFailure("premature EOI")
             if types[i + 1] == t + 1:  # empty {} / []
-                val: Any = {} if t == _LC else []
+                val: Any = {} if t == LC else []
                 i += 2
             else:
-                stack.append([t == _LC, {} if t == _LC else [], None, False])
+                stack.append([t == LC, {} if t == LC else [], None, False])
                 i += 1
                 continue
-        elif t == _STR:
+        elif t == STR:
             text = texts[i]
-            val = text if isinstance(text, str) else _decode_string(text)  # type: ignore[arg-type]
+            val = text if isinstance(text, str) else _decode_string(text)
             i += 1
-        elif t == _INT or t == _FLOAT:
-            val = _number(texts[i], t == _INT)  # type: ignore[arg-type]
+        elif t in (INT, FLOAT):
+            val = _number(texts[i], t == INT)
             i += 1
-        elif t == _KW:
+        elif t == KW:
             word = texts[i]
             if word == b"true":
                 val = True
@@ -182,10 +181,10 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
             elif word == b"null":
                 val = None
             else:  # vsnprintf into char[1024] truncates
-                raise _Err(("invalid keyword '" + word.decode("ascii") + "'")[:1023])  # type: ignore[union-attr]
+                raise ParseFailure(("invalid keyword '" + word.decode("ascii") + "'")[:1023])
             i += 1
         else:
-            raise _Err("expecting value")
+            raise ParseFailure("expecting value")
         # A value is complete: hand it to the enclosing containers.
         while True:
             if not stack:
@@ -193,36 +192,36 @@ def _parse_tokens(types: list[int], texts: list[Any]) -> Any:
             frame = stack[-1]
             if frame[0] and not frame[3]:          # it was a key
                 if not isinstance(val, str):
-                    raise _Err("key is not a string in object")
+                    raise ParseFailure("key is not a string in object")
                 if i >= n:
-                    raise _Err("premature EOI")
-                if types[i] != _COLON:
-                    raise _Err("missing : in object pair")
+                    raise ParseFailure("premature EOI")
+                if types[i] != COLON:
+                    raise ParseFailure("missing : in object pair")
                 frame[2], frame[3] = val, True
                 i += 1
                 break
             if frame[0]:
                 if frame[2] in frame[1]:
-                    raise _Err("duplicate key")
+                    raise ParseFailure("duplicate key")
                 frame[1][frame[2]] = val
                 frame[3] = False
-                close, what = _RC, "dict"
+                close, what = RC, "dict"
             else:
                 frame[1].append(val)
-                close, what = _RS, "list"
+                close, what = RS, "list"
             if i >= n:
-                raise _Err("premature EOI")
+                raise ParseFailure("premature EOI")
             t = types[i]
             i += 1
             if t == close:
                 val = stack.pop()[1]
                 continue
-            if t != _COMMA:
-                raise _Err("expected separator in " + what)
+            if t != COMMA:
+                raise ParseFailure("expected separator in " + what)
             break
 
 
-def _pairs_hook(pairs: list) -> dict:
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
     if len(d) != len(pairs):
         raise _Dup
@@ -236,24 +235,25 @@ def _int_hook(text: str) -> Any:
 
 
 _decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
-_scan_once = json.scanner.make_scanner(_decoder)
-_FAIL = object()
+# typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
+_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
+FAIL = object()
 
 
-def _fast_decode(raw: bytes) -> Any:
-    """Decode a message the fast-path regex delimited, or return _FAIL."""
+def fast_decode(raw: Union[bytes, bytearray]) -> Any:
+    """Decode a message the fast-path regex delimited, or return FAIL."""
     if raw.isascii():
         text = raw.decode("ascii")
     else:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return _FAIL
-        if _NONCHAR.search(text):
-            return _FAIL
+            return FAIL
+        if NONCHAR.search(text):
+            return FAIL
     if b"\\u" in raw and _BAD_ESC.search(raw):
-        return _FAIL
+        return FAIL
     try:
         return _scan_once(text, 0)[0]
     except (ValueError, _Dup, RecursionError):
-        return _FAIL
+        return FAIL

@@ -20,89 +20,19 @@ import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any
+from typing import Any, Union
 
-from qga.qdict import member_order
+from qga.codec.qdict import member_order
+from qga.codec.tokens import OutOfRangeNumber
+from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["OutOfRangeNumber", "base64_text", "dumps", "qemu_lossy_decode"]
+__all__ = ["OutOfRangeNumber", "base64_text", "dumps"]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
 _FIXUP = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-# Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
-_NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
-    chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
-
-
-class OutOfRangeNumber(float):
-    """A JSON number too large for a double (``1e999``): infinite, and its text.
-
-    The parser makes one for such a number; the writer prints ``text`` so
-    that the echoed ``id`` reads back as the value the client sent.
-    """
-
-    __slots__ = ("text",)
-
-    def __new__(cls, text: str) -> "OutOfRangeNumber":
-        """The number ``text`` (a valid JSON number whose value overflows)."""
-        obj = super().__new__(cls, text)
-        obj.text = text
-        return obj
-
-
-def _valid_cp(cp: int) -> bool:
-    return (0 <= cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF
-            and not 0xFDD0 <= cp <= 0xFDEF and (cp & 0xFFFE) != 0xFFFE)
-
-
-def qemu_lossy_decode(raw: bytes) -> str:
-    """Decode a C string the way QEMU's JSON writer reads it.
-
-    The string ends at the first NUL; C0 80 is U+0000; every invalid
-    sequence (as delimited by mod_utf8_codepoint) becomes one U+FFFD.
-    """
-    raw = raw.split(b"\0", 1)[0]
-    if raw.isascii():
-        return raw.decode("ascii")
-    try:
-        text = raw.replace(b"\xc0\x80", b"\0").decode("utf-8")
-        if not _NONCHAR.search(text):
-            return text
-    except UnicodeDecodeError:
-        pass
-    out: list[str] = []
-    i, n = 0, len(raw)
-    while i < n:
-        b = raw[i]
-        i += 1
-        if b < 0x80:
-            out.append(chr(b))
-            continue
-        if b >= 0xFE or not b & 0x40:      # impossible byte / stray continuation
-            out.append("\ufffd")
-            continue
-        length, mask = 0, 0x80
-        while b & mask:
-            length += 1
-            mask >>= 1
-        cp = b & (mask - 1)
-        for _k in range(1, length):
-            if i >= n or raw[i] & 0xC0 != 0x80:
-                cp = -1
-                break
-            cp = cp << 6 | raw[i] & 0x3F
-            i += 1
-        if cp >= 0 and _valid_cp(cp):
-            minimum = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)[length - 2]
-            if cp >= minimum or (cp == 0 and length == 2):
-                out.append(chr(cp))
-                continue
-        out.append("\ufffd")
-    return "".join(out)
-
-
 
 
 def _fix(m: re.Match[str]) -> str:
@@ -111,10 +41,10 @@ def _fix(m: re.Match[str]) -> str:
         return whole
     if m.group(3) is not None:
         cp = int(m.group(3), 16)
-        return "\\u" + m.group(3).upper() if _valid_cp(cp) else "\\uFFFD"
+        return "\\u" + m.group(3).upper() if valid_codepoint(cp) else "\\uFFFD"
     hi, lo = int(m.group(1), 16), int(m.group(2), 16)
     cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-    return whole.upper().replace("\\U", "\\u") if _valid_cp(cp) else "\\uFFFD"
+    return whole.upper().replace("\\U", "\\u") if valid_codepoint(cp) else "\\uFFFD"
 
 
 def _qemu_text(s: str) -> str:
@@ -144,7 +74,7 @@ def _float(x: float) -> str:
     return "1e999" if x > 0 else "-1e999"
 
 
-def base64_text(data: bytes) -> bytes:
+def base64_text(data: Union[bytes, bytearray, memoryview]) -> bytes:
     """Standard base64 of ``data`` (padded, no newline), ready to be a reply string.
 
     Handlers return it as is: :func:`dumps` writes ``bytes`` verbatim between
@@ -226,7 +156,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
 
     The parser accepts 1024 levels, and an id that deep is echoed back.
     """
-    stack: list[list] = []   # [iterator over keys/items, closer, dict or None, first]
+    stack: list[list[Any]] = []   # [iterator over keys/items, closer, dict or None, first]
     pending = obj
     while True:
         if isinstance(pending, dict) and pending:
@@ -241,7 +171,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             _write(pending, out)
         while stack:
             frame = stack[-1]
-            nxt = next(frame[0], _END)
+            nxt: Any = next(frame[0], _END)
             if nxt is _END:
                 out.append(frame[1])
                 stack.pop()

@@ -1,7 +1,7 @@
 """Streaming JSON parser with qemu-ga's exact semantics (spec 1.5-1.7).
 
 QEMU splits its input in three layers; this module holds the first two, and
-:mod:`qga.jsonparse` the third and the fast path:
+:mod:`qga.codec.parser` the third and the fast path:
 
 * a lexer (a byte-level DFA) that cuts the stream into tokens.  A byte the
   DFA cannot accept is a *lexical error*: it yields one error item and the
@@ -25,18 +25,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from qga.jsonparse import (_COLON, _COMMA, _FAIL, _FAST_MSG, _FLOAT, _INT, _KW, _LC, _LS, _RC, _RS, _STR,
-                           JsonParseError, _Err, _fast_decode, _parse_tokens)
-from qga.jsonwriter import _NONCHAR, qemu_lossy_decode
+from qga.codec.parser import (FAIL, FAST_MESSAGE, JsonParseError, ParseFailure, fast_decode,
+                               parse_tokens)
+from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR
+from qga.codec.utf8 import NONCHAR, qemu_lossy_decode
 
 __all__ = ["JsonParseError", "JsonStreamParser"]
 
-_STRUCT = {0x7B: _LC, 0x7D: _RC, 0x5B: _LS, 0x5D: _RS, 0x3A: _COLON, 0x2C: _COMMA}
+_STRUCT = {0x7B: LC, 0x7D: RC, 0x5B: LS, 0x5D: RS, 0x3A: COLON, 0x2C: COMMA}
 # Lexer states (numbers keep their own sub-state in _nstate).
 _START, _RECOVER, _DQ, _SQ, _NUM, _KWD = range(6)
 _N_SIGN, _N_ZERO, _N_DIGITS, _N_MANT, _N_MANTD, _N_EXPE, _N_EXPS, _N_EXPD = range(8)
 
 _WS = frozenset(b" \t\r\n")
+# The run patterns below all start with X*, so .match() never returns None
+# (what the "X* matches" type-ignores say).
 _DIGITS = re.compile(rb"[0-9]*")
 _LOWER = re.compile(rb"[a-z]*")
 # IN_RECOVERY skips everything but structural chars, controls other than TAB,
@@ -89,15 +92,15 @@ class JsonStreamParser:
         self._size = 0
 
     # -- streamer -----------------------------------------------------------
-    def _token(self, t: int, text: Any, size: int, out: list) -> None:
+    def _token(self, t: int, text: Any, size: int, out: list[Any]) -> None:
         """json_message_process_token(): queue a token, maybe finish a message."""
-        if t == _LC:
+        if t == LC:
             self._brace += 1
-        elif t == _RC:
+        elif t == RC:
             self._brace -= 1
-        elif t == _LS:
+        elif t == LS:
             self._bracket += 1
-        elif t == _RS:
+        elif t == RS:
             self._bracket -= 1
         if self._size + size + 1 > self._max_bytes:
             item: Any = JsonParseError("JSON token size limit exceeded")
@@ -113,32 +116,32 @@ class JsonStreamParser:
                     and self._bracket >= 0:
                 return
             try:
-                item = _parse_tokens(self._types, self._texts)
-            except _Err as exc:
+                item = parse_tokens(self._types, self._texts)
+            except ParseFailure as exc:
                 item = JsonParseError("JSON parse error, " + str(exc))
         self._reset_message()
         out.append(item)
 
-    def _lex_error(self, tok: bytes, out: list) -> None:
+    def _lex_error(self, tok: bytes, out: list[Any]) -> None:
         """A byte the DFA rejects: one error, drop the message, skip input."""
         self._reset_message()
         out.append(JsonParseError("JSON parse error, stray '" + qemu_lossy_decode(tok) + "'"))
         self._state = _RECOVER
 
-    def _cut(self, out: list) -> int:
+    def _cut(self, out: list[Any]) -> int:
         """A token grew past the limit: QEMU hands the piece on and restarts."""
         self._token(-1, None, self._max_bytes + 1, out)
         self._state = _START
         return self._ts + self._max_bytes + 1
 
     # -- lexer ----------------------------------------------------------------
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Any]:
         """Lex and parse ``data``; return the completed items in order.
 
         Items are parsed values or JsonParseError.  Partial input is kept
         for the next call.
         """
-        out: list = []
+        out: list[Any] = []
         if not data:
             return out
         buf = self._buf
@@ -150,18 +153,18 @@ class JsonStreamParser:
             if st == _START:
                 c = buf[pos]
                 if c in _WS:
-                    pos = _WS_RUN.match(buf, pos + 1).end()
+                    pos = _WS_RUN.match(buf, pos + 1).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 # Fast path for a whole small object; skipped at once when no
                 # '}' is near, so a big message's first chunk costs nothing.
                 if c == 0x7B and self._fast and not self._types \
                         and buf.find(b"}", pos, pos + _FAST_WINDOW) >= 0:
-                    m = _FAST_MSG.match(buf, pos, pos + _FAST_WINDOW)
+                    m = FAST_MESSAGE.match(buf, pos, pos + _FAST_WINDOW)
                     if m is not None:
                         end = m.end()
                         if end - pos < self._max_bytes and end - pos <= self._max_tokens:
-                            val = _fast_decode(buf[pos:end])
-                            if val is not _FAIL:
+                            val = fast_decode(buf[pos:end])
+                            if val is not FAIL:
                                 out.append(val)
                                 pos = end
                                 continue
@@ -182,7 +185,7 @@ class JsonStreamParser:
                 else:
                     self._lex_error(bytes((c,)), out)
             elif st == _RECOVER:
-                pos = _RECOVER_RUN.match(buf, pos).end()
+                pos = _RECOVER_RUN.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                 if pos < n:
                     self._state = _START
             elif st == _NUM:
@@ -191,12 +194,12 @@ class JsonStreamParser:
                 ts = self._ts
                 limit = ts + self._max_bytes + 1
                 if st == _KWD:
-                    pos = _LOWER.match(buf, pos).end()
+                    pos = _LOWER.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                     if pos >= limit:
                         pos = self._cut(out)
                     elif pos < n:
                         self._state = _START
-                        self._token(_KW, bytes(buf[ts:pos]), pos - ts, out)
+                        self._token(KW, bytes(buf[ts:pos]), pos - ts, out)
                     continue
                 new = self._lex_string(buf, pos, n, limit, out)
                 if new == pos:
@@ -212,7 +215,7 @@ class JsonStreamParser:
             self._ts -= keep
         return out
 
-    def _lex_string(self, buf: bytearray, pos: int, n: int, limit: int, out: list) -> int:
+    def _lex_string(self, buf: bytearray, pos: int, n: int, limit: int, out: list[Any]) -> int:
         quote = 0x22 if self._state == _DQ else 0x27
         # Find the next quote at C speed; only if the stretch before it holds
         # a backslash or a bad byte do we need the exact (slower) regex.
@@ -221,7 +224,7 @@ class JsonStreamParser:
         plain = _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ
         for a in range(pos, e, _SCAN_WINDOW):   # bounded temporary copies
             if buf[a:min(e, a + _SCAN_WINDOW)].translate(None, plain):
-                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()
+                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()  # type: ignore[union-attr]  # X* matches
                 break
         ts = self._ts
         if e >= limit:
@@ -231,7 +234,7 @@ class JsonStreamParser:
         ch = buf[e]
         if ch == quote:
             self._state = _START
-            self._token(_STR, self._big_string(buf, ts, e) if e - ts > _BIG
+            self._token(STR, self._big_string(buf, ts, e) if e - ts > _BIG
                         else bytes(buf[ts:e + 1]), e + 1 - ts, out)
             return e + 1
         if ch == 0x5C:
@@ -254,11 +257,11 @@ class JsonStreamParser:
                     text = str(view[ts + 1:e], "utf-8")
                 except UnicodeDecodeError:
                     text = None
-            if text is not None and (text.isascii() or not _NONCHAR.search(text)):
+            if text is not None and (text.isascii() or not NONCHAR.search(text)):
                 return text
         return bytes(buf[ts:e + 1])
 
-    def _lex_number(self, buf: bytearray, pos: int, n: int, out: list) -> int:
+    def _lex_number(self, buf: bytearray, pos: int, n: int, out: list[Any]) -> int:
         """Run QEMU's number DFA from the saved sub-state; digit runs by regex."""
         ts = self._ts
         limit = ts + self._max_bytes + 1
@@ -271,9 +274,9 @@ class JsonStreamParser:
                 return pos
             c = buf[pos]
             digit = 0x30 <= c <= 0x39
-            if ns == _N_DIGITS or ns == _N_MANTD or ns == _N_EXPD:
+            if ns in (_N_DIGITS, _N_MANTD, _N_EXPD):
                 if digit:
-                    pos = _DIGITS.match(buf, pos).end()
+                    pos = _DIGITS.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 if ns != _N_EXPD and (c == 0x65 or c == 0x45):
                     ns = _N_EXPE
@@ -281,7 +284,7 @@ class JsonStreamParser:
                     ns = _N_MANT
                 else:
                     self._state = _START
-                    self._token(_INT if ns == _N_DIGITS else _FLOAT,
+                    self._token(INT if ns == _N_DIGITS else FLOAT,
                                 bytes(buf[ts:pos]), pos - ts, out)
                     return pos
             elif ns == _N_ZERO:
@@ -289,7 +292,7 @@ class JsonStreamParser:
                     ns = _N_MANT
                 elif not digit:
                     self._state = _START
-                    self._token(_INT, bytes(buf[ts:pos]), pos - ts, out)
+                    self._token(INT, bytes(buf[ts:pos]), pos - ts, out)
                     return pos
                 else:
                     break

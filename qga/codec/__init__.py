@@ -1,0 +1,15 @@
+"""QEMU's JSON dialect: the streaming lexer and parser in, QEMU's exact bytes out.
+
+* :mod:`qga.codec.utf8`: QEMU's UTF-8 rules (modified UTF-8, noncharacters);
+* :mod:`qga.codec.tokens`: token types, and numbers beyond the double range;
+* :mod:`qga.codec.lexer`: the streaming lexer (:class:`JsonStreamParser`);
+* :mod:`qga.codec.parser`: tokens to values with QEMU's rules, and the fast path;
+* :mod:`qga.codec.writer`: values to QEMU's reply bytes;
+* :mod:`qga.codec.qdict`: QDict member order.
+"""
+from qga.codec.lexer import JsonParseError, JsonStreamParser
+from qga.codec.qdict import member_order
+from qga.codec.tokens import OutOfRangeNumber
+from qga.codec.writer import base64_text, dumps
+
+__all__ = ["JsonParseError", "JsonStreamParser", "OutOfRangeNumber", "base64_text", "dumps", "member_order"]
