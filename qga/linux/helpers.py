@@ -49,6 +49,22 @@ class HelperFailed(InternalError):
         self.cause = cause
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of the session ``sid`` leads.
+
+    Its process group is not enough: a child may have made its own (timeout(1),
+    which the stock fsfreeze hook runs its scripts under, does).
+    """
+    os.killpg(sid, signal.SIGKILL)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:  # exited meanwhile
+                pass
+
+
 def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None,  # noqa: A002
                *, env: Optional[Mapping[str, str]] = None,
                timeout: Optional[float] = None) -> None:
@@ -71,8 +87,7 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
     try:
         out, _ = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        # The child leads its own session: kill whatever it started too.
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid)
         proc.communicate()
         raise HelperFailed("timeout", argv[0], action, timeout=timeout) from None
     text = out.decode("utf-8", "replace") if out else ""

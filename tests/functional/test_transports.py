@@ -223,3 +223,65 @@ def test_unix_listen_reply_after_client_vanishes_is_dropped(agent_dir: str) -> N
         assert conn.read_reply() == {"return": {}, "id": "fresh"}
     finally:
         assert proc.stop() == 0
+
+
+def test_isa_serial_line_is_38400_8n1_raw(agent_dir: str) -> None:
+    """README: pyserial sets 38400 8N1 raw; the pty starts 9600 7E2 cooked, so every field must change."""
+    import termios
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    iflag, oflag, cflag, lflag, _, _, cc = termios.tcgetattr(slave)
+    cflag = (cflag & ~termios.CSIZE) | termios.CS7 | termios.PARENB | termios.CSTOPB
+    iflag |= termios.ICRNL | termios.IXON | termios.ISTRIP
+    oflag |= termios.OPOST | termios.ONLCR
+    lflag |= termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN
+    termios.tcsetattr(slave, termios.TCSANOW, [iflag, oflag, cflag, lflag, termios.B9600, termios.B9600, cc])
+    os.close(slave)
+    proc = start_on("isa-serial", path, agent_dir)
+    try:
+        # A request only gets through once the line is raw (a cooked line would hold it for a newline).
+        assert wait_for_reply(master, b'{"execute":"guest-sync","arguments":{"id":5}}').endswith(b'{"return": 5}\n')
+        drain(master)
+        assert pty_exchange(master, b'{"execute":"guest-ping"}') == b'{"return": {}}\n'
+        # On a pty master, TCGETS reports the slave's settings: what the agent configured.
+        iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(master)
+        assert (ispeed, ospeed) == (termios.B38400, termios.B38400)
+        assert cflag & termios.CSIZE == termios.CS8
+        assert not cflag & (termios.PARENB | termios.CSTOPB)
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ECHONL | termios.ISIG | termios.IEXTEN)
+        assert not oflag & termios.OPOST
+        assert not iflag & (termios.ICRNL | termios.INLCR | termios.IGNCR | termios.IXON | termios.ISTRIP)
+    finally:
+        assert proc.stop() == 0
+        os.close(master)
+
+
+# Execs the agent as systemd does for a socket unit: the listener on fd 3, LISTEN_FDS=1, LISTEN_PID its own pid.
+_ACTIVATE = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+             "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+             "os.execv(sys.executable, [sys.executable] + sys.argv[2:])")
+
+
+def test_systemd_socket_activation_serves_the_passed_listener(agent_dir: str) -> None:
+    """README: a listening unix socket on fd 3 is the channel; -m/-p are not opened then."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(agent_dir, "sock"))  # where AgentProcess.connect looks
+    listener.listen(1)
+    unused = os.path.join(agent_dir, "not-opened")
+    argv = [sys.executable, "-c", _ACTIVATE, str(listener.fileno()),
+            "-m", "qga", "-m", "virtio-serial", "-p", unused, "-t", agent_dir]
+    proc = AgentProcess(argv, agent_dir, pass_fds=(listener.fileno(),))
+    listener.close()  # the agent holds the only copy now
+    try:
+        conn = proc.connect()
+        assert conn.request({"execute": "guest-sync", "arguments": {"id": 8}}) == {"return": 8}
+        assert conn.request({"execute": "guest-ping", "id": 1}) == {"return": {}, "id": 1}
+        conn.close()
+        conn = proc.connect()  # the same listener serves the next client
+        conn.sync()
+        assert not os.path.exists(unused)
+    finally:
+        assert proc.stop() == 0, proc.log()
