@@ -126,6 +126,10 @@ def test_retry_path_waits_for_the_port_to_appear(agent_dir: str) -> None:
             assert time.monotonic() < deadline, f"no retry logged: {proc.log()}"
             time.sleep(0.05)
         assert proc.proc.poll() is None
+        # qemu-ga retries every 5 s (QGA_RETRY_INTERVAL); load can only make it later.
+        stamps = [float(line.split(":", 1)[0]) for line in proc.log().splitlines()
+                  if "waiting for channel path..." in line]
+        assert stamps[1] - stamps[0] >= 4.9, stamps
         master, pts = new_pty()
         os.symlink(pts, link)
         assert wait_for_reply(master, b'{"execute":"guest-sync","arguments":{"id":3}}').endswith(b'{"return": 3}\n')
