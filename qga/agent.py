@@ -26,7 +26,7 @@ from qga.transport.base import Transport
 
 log = logging.getLogger("qga")
 
-RETRY_INTERVAL = 1.0
+RETRY_INTERVAL = 5.0  # seconds between channel attempts with -r (qemu-ga's QGA_RETRY_INTERVAL)
 #: Stop reading the channel while this many requests wait (backpressure)...
 MAX_BACKLOG = 1024
 #: ... and read again once the queue is this short.

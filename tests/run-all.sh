@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-guest-agent            # the reference agent (qemu-ga 7.2) for side-by-side tests
   qemu-system-x86 qemu-utils  # the VM tier
+  libvirt-daemon libvirt-daemon-system libvirt-clients  # the VM tier driven by libvirt (test_vm_libvirt.py)
   busybox-static cpio kmod zstd
   xfsprogs e2fsprogs util-linux fuse3
   rpm rpmlint cpio groff-base # packaging tests (the RPM build runs Debian's /usr/bin/python3)

@@ -20,7 +20,7 @@ import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Union
+from typing import Any, Dict, Union
 
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
@@ -89,6 +89,19 @@ _SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
 _BIG = 1 << 16
 
 
+#: Member names with their ``": "``, written once per process: replies use a
+#: small fixed set of names (bounded, as ids and unknown keys may be anything).
+_KEY_TEXT: Dict[str, str] = {}
+_KEY_TEXT_MAX = 4096
+
+
+def _key_text(key: str) -> str:
+    text = _string(key) + ": "
+    if len(_KEY_TEXT) < _KEY_TEXT_MAX and len(key) <= 64:
+        _KEY_TEXT[key] = text
+    return text
+
+
 def _write(obj: Any, out: list[Any]) -> None:
     if type(obj) is bytes:
         # Text handed over as bytes (base64): it must need no escaping, which
@@ -119,9 +132,19 @@ def _write(obj: Any, out: list[Any]) -> None:
         sep = "{"
         for k in order:
             out.append(sep)
-            out.append(_string(k))
-            out.append(": ")
-            _write(obj[k], out)
+            key = _KEY_TEXT.get(k)
+            if key is None:
+                key = _key_text(k)
+            out.append(key)
+            # The scalar members of inventory replies, without a call each.
+            v = obj[k]
+            t = type(v)
+            if t is int:
+                out.append(int.__repr__(v))
+            elif t is str and len(v) <= _BIG:
+                out.append(_string(v))
+            else:
+                _write(v, out)
             sep = ", "
         out.append("}")
     elif obj is True:

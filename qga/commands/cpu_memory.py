@@ -1,10 +1,13 @@
 """vCPUs, memory blocks and CPU statistics (Linux sysfs / procfs)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Union
 
+from qga.commands.failures import could_not_open
 from qga.context import Context
+from qga.errors import QgaError, os_error, strerror
 from qga.linux import on_linux, procstat, sysfs_cpu, sysfs_memory
+from qga.linux.sysfs import StepError
 from qga.command import command
 from qga.schema import Struct
 
@@ -19,10 +22,46 @@ GuestMemoryBlock = Struct("GuestMemoryBlock", {
     "phys-index": "uint64", "online": "bool", "*can-offline": "bool"})
 
 
+VcpuFailure = Union[StepError, sysfs_cpu.CannotOffline]
+MemoryFailure = Union[StepError, sysfs_memory.NoMemoryBlocks]
+
+
+def vcpu_error(exc: VcpuFailure) -> QgaError:
+    """qemu-ga's text for a :mod:`qga.linux.sysfs_cpu` failure."""
+    if isinstance(exc, sysfs_cpu.CannotOffline):
+        return QgaError(f"logical processor #{exc.logical_id} can't be offlined")
+    call = f'{exc.step}("{exc.path}/{exc.name}")'
+    if exc.cause is None:
+        return QgaError(f"{call}: unexpected EOF")
+    if exc.step == "opendir":
+        return could_not_open(exc.path, exc.cause)
+    if exc.step == "listdir":
+        return os_error(f"failed to list entries: {exc.path}", exc.cause, exc.path)
+    if exc.step == "open":
+        return os_error(f"could not open {exc.path}/{exc.name}", exc.cause, exc.path)
+    return os_error(call, exc.cause)
+
+
+def memory_error(exc: MemoryFailure) -> QgaError:
+    """qemu-ga's text for a :mod:`qga.linux.sysfs_memory` failure."""
+    if isinstance(exc, sysfs_memory.NoMemoryBlocks):
+        return QgaError("guest reported zero memory blocks!")
+    if exc.cause is None:
+        return QgaError(f'{exc.step} sysfs file "{exc.name}": unexpected EOF')
+    if exc.step == "opendir":
+        return could_not_open(exc.path, exc.cause)
+    if exc.step == "scandir":
+        return os_error(f'Can\'t open directory"{exc.path}"', exc.cause, exc.path)
+    return QgaError(f'{exc.step} sysfs file "{exc.name}": {strerror(exc.errno)}')
+
+
 @command("guest-get-vcpus", order=23, group="info", inline=True, available=on_linux)
 def get_vcpus(ctx: Context) -> List[Dict[str, Any]]:
     """Every ``cpuN`` of sysfs, in directory order."""
-    return sysfs_cpu.read_vcpus(SYSFS_CPU)
+    try:
+        return sysfs_cpu.read_vcpus(SYSFS_CPU)
+    except (StepError, sysfs_cpu.CannotOffline) as exc:
+        raise vcpu_error(exc) from None
 
 
 @command("guest-set-vcpus", order=24, group="system-control", args={"vcpus": [GuestLogicalProcessor]},
@@ -31,13 +70,19 @@ def set_vcpus(ctx: Context, vcpus: Sequence[Dict[str, Any]]) -> int:
     """Online/offline vCPUs; the number of entries processed (partial counts)."""
     ctx.audit("guest-set-vcpus called",
               vcpus=",".join(f"{v['logical-id']}:{int(v['online'])}" for v in vcpus))
-    return sysfs_cpu.set_vcpus(vcpus, SYSFS_CPU)
+    try:
+        return sysfs_cpu.set_vcpus(vcpus, SYSFS_CPU)
+    except (StepError, sysfs_cpu.CannotOffline) as exc:
+        raise vcpu_error(exc) from None
 
 
 @command("guest-get-memory-blocks", order=28, group="info", inline=True, available=on_linux)
 def get_memory_blocks(ctx: Context) -> List[Dict[str, Any]]:
     """Every ``memoryN`` block; ``[]`` without memory hotplug support."""
-    return sysfs_memory.read_memory_blocks(SYSFS_MEMORY)
+    try:
+        return sysfs_memory.read_memory_blocks(SYSFS_MEMORY)
+    except (StepError, sysfs_memory.NoMemoryBlocks) as exc:
+        raise memory_error(exc) from None
 
 
 @command("guest-set-memory-blocks", order=29, group="system-control", args={"mem-blks": [GuestMemoryBlock]},
@@ -52,10 +97,16 @@ def set_memory_blocks(ctx: Context, mem_blks: Sequence[Dict[str, Any]]) -> List[
 @command("guest-get-memory-block-info", order=30, group="info", inline=True, available=on_linux)
 def get_memory_block_info(ctx: Context) -> Dict[str, int]:
     """The memory block size in bytes."""
-    return sysfs_memory.read_block_info(SYSFS_MEMORY)
+    try:
+        return sysfs_memory.read_block_info(SYSFS_MEMORY)
+    except StepError as exc:
+        raise memory_error(exc) from None
 
 
 @command("guest-get-cpustats", order=42, group="info", inline=True, available=on_linux)
 def get_cpustats(ctx: Context) -> List[Dict[str, Any]]:
     """Per-CPU times in milliseconds from /proc/stat."""
-    return procstat.read_cpustats(PROC_STAT)
+    try:
+        return procstat.read_cpustats(PROC_STAT)
+    except OSError as exc:
+        raise could_not_open(PROC_STAT, exc) from None

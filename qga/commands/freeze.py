@@ -36,12 +36,13 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from qga import sdnotify
+from qga.commands.failures import helper_error
 from qga.context import Context
 from qga.cstring import os_text
 from qga.errors import QgaError
 from qga.linux import fsfreeze as fs
 from qga.linux.clock import boot_id, boottime
-from qga.linux.helpers import run_helper, unsafe_to_run
+from qga.linux.helpers import HelperFailed, run_helper, unsafe_to_run
 from qga.linux.mounts import Mount, exclusion, list_mounts
 from qga.command import command, on_agent_start
 from qga.state import FreezeStart
@@ -88,7 +89,10 @@ def _run_hook(ctx: Context, arg: str) -> None:
     log.info("executing fsfreeze hook with arg '%s'", arg)
     # Unlike qemu-ga, a hook that hangs is killed (its whole session) after
     # fsfreeze-hook-timeout seconds, so a freeze cannot wedge the agent forever.
-    run_helper([hook, arg], "execute fsfreeze hook", timeout=ctx.config.fsfreeze_hook_timeout or None)
+    try:
+        run_helper([hook, arg], "execute fsfreeze hook", timeout=ctx.config.fsfreeze_hook_timeout or None)
+    except HelperFailed as exc:
+        raise helper_error(exc) from None
 
 
 def _freeze_mounts(mounts: List[Mount], wanted: Optional[List[str]]) -> int:

@@ -18,10 +18,13 @@ from typing import Any, Dict, List, Sequence
 from qga.context import Context
 from qga.errors import QgaError, strerror
 from qga.linux import netif, on_linux
-from qga.linux.routes import read_routes
+from qga.linux.routes import DEFAULT_FILES, read_routes
 from qga.command import command
 
 log = logging.getLogger(__name__)
+
+#: Overridable by tests: the IPv4 and IPv6 route tables.
+ROUTE_FILES = DEFAULT_FILES
 
 _TYPES: Dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
@@ -78,4 +81,7 @@ def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
 @command("guest-network-get-route", order=44, group="info", inline=True, available=on_linux)
 def get_route(ctx: Context) -> List[Dict[str, Any]]:
     """IPv4 then IPv6 routes from /proc/net."""
-    return read_routes()
+    try:
+        return read_routes(*ROUTE_FILES)
+    except OSError as exc:
+        raise QgaError(f'open("{exc.filename}"): {strerror(exc.errno or 0)}') from None

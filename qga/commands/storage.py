@@ -12,11 +12,11 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
+from qga.commands.failures import could_not_open
 from qga.context import Context
 from qga.errors import QgaError, strerror
-from qga.linux import nvme, on_linux
+from qga.linux import diskstats, nvme, on_linux
 from qga.linux.blockdev import DeviceInfo, Sysfs, SysfsError
-from qga.linux.diskstats import read_diskstats
 from qga.linux.disks import list_disks
 from qga.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
@@ -25,6 +25,8 @@ from qga.command import command
 log = logging.getLogger(__name__)
 
 _U64 = (1 << 64) - 1
+#: Overridable by tests.
+DISKSTATS = diskstats.DEFAULT_PATH
 
 
 def _statvfs(ctx: Context) -> BoundedStatvfs:
@@ -86,4 +88,7 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
 @command("guest-get-diskstats", order=41, group="info", inline=True, available=on_linux)
 def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
     """Every /proc/diskstats line."""
-    return read_diskstats()
+    try:
+        return diskstats.read_diskstats(DISKSTATS)
+    except OSError as exc:
+        raise could_not_open(DISKSTATS, exc) from None

@@ -7,10 +7,11 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from qga.commands.failures import helper_error
 from qga.context import Context
-from qga.errors import QgaError
+from qga.errors import QgaError, strerror
 from qga.linux import clock, osrelease, utmp
-from qga.linux.helpers import helper_timeout
+from qga.linux.helpers import HelperFailed, helper_timeout
 from qga.command import command
 
 #: Overridable by tests (the readers take the path as a parameter).
@@ -30,11 +31,20 @@ def set_time(ctx: Context, time: Optional[int] = None) -> None:  # noqa: A002 (w
     set the clock from the RTC (libvirt's ``domtime --sync``)."""
     ctx.audit("guest-set-time called", time=time)
     if time is not None:
-        clock.check_time(time)
-        clock.set_system_time(time)
+        try:
+            clock.check_time(time)
+        except clock.InvalidTime as exc:
+            raise QgaError(f"Time {time} is too large" if exc.too_large else "Invalid time") from None
+        try:
+            clock.set_system_time(time)
+        except OSError as exc:
+            raise QgaError(f"Failed to set time to guest: {strerror(exc.errno or 0)}") from None
     # 10.2: hwclock runs after the clock was set, so its failure is reported
     # with the system clock already changed.
-    clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
+    try:
+        clock.sync_hwclock(to_rtc=time is not None, timeout=helper_timeout(ctx.config))
+    except HelperFailed as exc:
+        raise helper_error(exc) from None
 
 
 @command("guest-get-timezone", order=35, group="info", inline=True)
@@ -58,10 +68,38 @@ def get_host_name(ctx: Context) -> Dict[str, str]:
     return {"host-name": name}
 
 
+class OsinfoCache:
+    """The last guest-get-osinfo result and what it was read from.
+
+    The reply only changes when an os-release candidate file or uname changes,
+    so a call costs two stat() and one uname() instead of opening and parsing
+    the file (the C agent parses it every time).
+    """
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.value: Dict[str, str] = {}
+
+
+def _file_identity(path: str) -> Any:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.errno
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @command("guest-get-osinfo", order=36, group="info", inline=True)
 def get_osinfo(ctx: Context) -> Dict[str, str]:
     """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
-    return osrelease.osinfo(paths=OS_RELEASE_PATHS)
+    env = os.environ.get("QGA_OS_RELEASE")
+    paths = OS_RELEASE_PATHS if env is None else (env,)
+    key = (env, tuple(paths), tuple(_file_identity(p) for p in paths), os.uname())
+    cache = ctx.subject(OsinfoCache)
+    if cache.key != key:
+        cache.value = osrelease.osinfo(env, paths)
+        cache.key = key
+    return cache.value
 
 
 @command("guest-get-users", order=34, group="info", inline=True)

@@ -16,8 +16,8 @@ user may have planted:
   fchown/fchmod *before* it atomically replaces the old file.  An existing
   entry that is a symlink or not a regular file is refused, not replaced.
 
-Error texts are qemu-ga's (glib's inner messages included) where qemu-ga
-has one; the refusals are ours.
+Failures are :class:`KeysError` (which phase and step failed, on which
+path, with which OSError); the command layer words them as qemu-ga does.
 """
 from __future__ import annotations
 
@@ -28,15 +28,34 @@ import stat
 from typing import Optional
 
 from qga.cstring import c_text
-from qga.errors import QgaError
+from qga.errors import InternalError
 from qga.linux.sysfs import read_fd
 
 KEYS_FILE = "authorized_keys"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def _strerror(exc: OSError) -> str:
-    return os.strerror(exc.errno or 0)
+class KeysError(InternalError):
+    """A failed step on a user's keys.
+
+    ``phase`` is ``"read"`` (steps ``open``, ``read``, ``type``: not a regular
+    file, ``hardlink``: another user's file), ``"dir"`` (creating ``.ssh``:
+    ``create``, ``refuse``: a symlink or not a directory, ``chown``,
+    ``chmod``), ``"write"`` (``opendir``, ``stat``, ``refuse``: the entry is
+    not a regular file, ``create``, ``write`` and ``rename`` of the temporary
+    file ``tmp_path``) or ``"file"`` (``chown``/``chmod`` of the new file).
+    ``cause`` is the OSError met, None for a refusal.
+    """
+
+    def __init__(self, phase: str, step: str, user: UserSsh, cause: Optional[OSError] = None,
+                 tmp_path: Optional[str] = None) -> None:
+        super().__init__(f"{phase} {step} {tmp_path or user.keys_path}" + (f": {cause}" if cause else ""))
+        self.phase = phase
+        self.step = step
+        self.ssh_path = user.ssh_path
+        self.keys_path = user.keys_path
+        self.tmp_path = tmp_path
+        self.cause = cause
 
 
 def build_filename(*parts: str) -> str:
@@ -85,27 +104,26 @@ class UserSsh:
             os.close(ssh_fd)
 
     def read(self) -> str:
-        """The file's text; ``failed to read '<path>': <glib message>`` on failure."""
+        """The file's text; KeysError (phase ``read``) on failure."""
         try:
             ssh_fd = self._open_ssh_dir()
         except OSError as exc:
-            raise self._read_error(f"Failed to open file “{self.keys_path}”: {_strerror(exc)}") from None
+            raise KeysError("read", "open", self, exc) from None
         try:
             try:
                 fd = os.open(KEYS_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                              dir_fd=ssh_fd)
             except OSError as exc:
-                raise self._read_error(f"Failed to open file “{self.keys_path}”: {_strerror(exc)}") from None
+                raise KeysError("read", "open", self, exc) from None
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    raise self._read_error(f"Failed to read from file “{self.keys_path}”: not a regular file")
+                    raise KeysError("read", "type", self)
                 if st.st_nlink > 1 and st.st_uid not in (self.uid, 0):
-                    raise self._read_error(f"Failed to open file “{self.keys_path}”: "
-                                           "hard link to a file owned by another user")
+                    raise KeysError("read", "hardlink", self)
                 data = read_fd(fd)
             except OSError as exc:
-                raise self._read_error(f"Failed to read from file “{self.keys_path}”: {_strerror(exc)}") from None
+                raise KeysError("read", "read", self, exc) from None
             finally:
                 os.close(fd)
         finally:
@@ -113,53 +131,49 @@ class UserSsh:
         # glib hands back the bytes; C string handling ends at the first NUL.
         return c_text(data)
 
-    def _read_error(self, inner: str) -> QgaError:
-        return QgaError(f"failed to read '{self.keys_path}': {inner}")
-
     # -- writing -----------------------------------------------------------
     def _ensure_ssh_dir(self) -> int:
         """Open ``.ssh``, creating it (0700, the user's) when it does not exist."""
         try:
             home_fd = os.open(self.home or ".", _DIR_FLAGS)
         except OSError as exc:
-            raise QgaError(f"failed to create directory '{self.ssh_path}': {_strerror(exc)}") from None
+            raise KeysError("dir", "create", self, exc) from None
         try:
             try:
                 return os.open(".ssh", _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=home_fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise QgaError(f"refusing to use '{self.ssh_path}': "
-                                   "it is a symbolic link or not a directory") from None
+                    raise KeysError("dir", "refuse", self) from None
                 if exc.errno != errno.ENOENT:
-                    raise QgaError(f"failed to create directory '{self.ssh_path}': {_strerror(exc)}") from None
+                    raise KeysError("dir", "create", self, exc) from None
             try:
                 os.mkdir(".ssh", 0o700, dir_fd=home_fd)
                 ssh_fd = os.open(".ssh", _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=home_fd)
             except OSError as exc:
-                raise QgaError(f"failed to create directory '{self.ssh_path}': {_strerror(exc)}") from None
+                raise KeysError("dir", "create", self, exc) from None
         finally:
             os.close(home_fd)
         try:
             os.fchown(ssh_fd, self.uid, self.gid)
         except OSError as exc:
             os.close(ssh_fd)
-            raise QgaError(f"failed to set ownership of directory '{self.ssh_path}': {_strerror(exc)}") from None
+            raise KeysError("dir", "chown", self, exc) from None
         try:
             os.fchmod(ssh_fd, 0o700)
         except OSError as exc:
             os.close(ssh_fd)
-            raise QgaError(f"failed to set permissions of directory '{self.ssh_path}': {_strerror(exc)}") from None
+            raise KeysError("dir", "chmod", self, exc) from None
         return ssh_fd
 
     def write(self, text: str, create_dir: bool) -> None:
-        """Atomically replace the file with ``text`` (user-owned, 0600)."""
+        """Atomically replace the file with ``text`` (user-owned, 0600); KeysError on failure."""
         if create_dir:
             ssh_fd = self._ensure_ssh_dir()
         else:
             try:
                 ssh_fd = self._open_ssh_dir()
             except OSError as exc:
-                raise self._write_error(f"Failed to create file “{self.keys_path}”: {_strerror(exc)}") from None
+                raise KeysError("write", "opendir", self, exc) from None
         try:
             self._refuse_special(ssh_fd)
             self._replace(ssh_fd, text.encode("utf-8", "surrogateescape"))
@@ -172,10 +186,9 @@ class UserSsh:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self._write_error(f"Failed to get attributes of file “{self.keys_path}”: {_strerror(exc)}") from None
+            raise KeysError("write", "stat", self, exc) from None
         if not stat.S_ISREG(st.st_mode):
-            raise self._write_error(f"refusing to replace “{self.keys_path}”: "
-                                    "it is a symbolic link or not a regular file")
+            raise KeysError("write", "refuse", self)
 
     def _replace(self, ssh_fd: int, data: bytes) -> None:
         tmp = f"{KEYS_FILE}.{os.urandom(4).hex()}"  # not secrets: it loads libcrypto
@@ -184,7 +197,7 @@ class UserSsh:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=ssh_fd)
         except OSError as exc:
-            raise self._write_error(f"Failed to create file “{tmp_path}”: {_strerror(exc)}") from None
+            raise KeysError("write", "create", self, exc, tmp_path) from None
         done = False
         try:
             try:
@@ -193,23 +206,19 @@ class UserSsh:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
             except OSError as exc:
-                raise self._write_error(f"Failed to write file “{tmp_path}”: write() failed: "
-                                        f"{_strerror(exc)}") from None
+                raise KeysError("write", "write", self, exc, tmp_path) from None
             try:
                 os.fchown(fd, self.uid, self.gid)
             except OSError as exc:
-                # (sic) qemu-ga says "directory" for the file here.
-                raise QgaError(f"failed to set ownership of directory '{self.keys_path}': "
-                               f"{_strerror(exc)}") from None
+                raise KeysError("file", "chown", self, exc) from None
             try:
                 os.fchmod(fd, 0o600)
             except OSError as exc:
-                raise QgaError(f"failed to set permissions of '{self.keys_path}': {_strerror(exc)}") from None
+                raise KeysError("file", "chmod", self, exc) from None
             try:
                 os.rename(tmp, KEYS_FILE, src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
             except OSError as exc:
-                raise self._write_error(f"Failed to rename file “{tmp_path}” to “{self.keys_path}”: "
-                                        f"g_rename() failed: {_strerror(exc)}") from None
+                raise KeysError("write", "rename", self, exc, tmp_path) from None
             done = True
         finally:
             os.close(fd)
@@ -217,13 +226,10 @@ class UserSsh:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=ssh_fd)
 
-    def _write_error(self, inner: str) -> QgaError:
-        return QgaError(f"failed to write to '{self.keys_path}': {inner}")
-
 
 def read_or_none(user: UserSsh) -> Optional[str]:
     """The text, or None when it cannot be read (add's "start afresh" case)."""
     try:
         return user.read()
-    except QgaError:
+    except KeysError:
         return None

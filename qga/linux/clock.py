@@ -1,11 +1,12 @@
 """System clock and RTC (guest-get-time / guest-set-time); the boot clock and boot id."""
 from __future__ import annotations
 
+import errno
 import os
 import time
 from typing import Optional
 
-from qga.errors import QgaError
+from qga.errors import InternalError
 from qga.linux.helpers import run_helper
 
 HWCLOCK = "/sbin/hwclock"
@@ -27,20 +28,30 @@ def boot_id(path: str = BOOT_ID) -> str:
         return ""
 
 
+class InvalidTime(InternalError):
+    """A guest-set-time argument qemu-ga refuses; ``too_large``: its seconds
+    do not fit a 64-bit time_t (else the year is outside 1970..2069)."""
+
+    def __init__(self, time_ns: int, too_large: bool) -> None:
+        super().__init__(f"invalid time {time_ns}")
+        self.time_ns = time_ns
+        self.too_large = too_large
+
+
 def now_ns() -> int:
     """CLOCK_REALTIME at microsecond resolution, in ns (gettimeofday semantics)."""
     return time.time_ns() // 1000 * 1000
 
 
 def check_time(time_ns: int) -> None:
-    """Validate a guest-set-time argument as qemu-ga does (before touching the clock).
+    """Validate a guest-set-time argument as qemu-ga does (before touching the clock); InvalidTime.
 
     The division truncates toward zero, so small negative values pass here
     and fail later in settimeofday() with EINVAL, as in qemu-ga.
     """
     sec = _trunc_div(time_ns, NSEC)
     if not -(1 << 63) <= sec < 1 << 63:  # cannot happen with a 64-bit time_t
-        raise QgaError(f"Time {time_ns} is too large")
+        raise InvalidTime(time_ns, too_large=True)
     try:
         import datetime  # only here: it is not needed to start the agent
 
@@ -48,7 +59,7 @@ def check_time(time_ns: int) -> None:
     except (OverflowError, OSError, ValueError):
         year = -1
     if not 1970 <= year < 2070:
-        raise QgaError("Invalid time")
+        raise InvalidTime(time_ns, too_large=False)
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -58,18 +69,15 @@ def _trunc_div(a: int, b: int) -> int:
 
 
 def set_system_time(time_ns: int) -> None:
-    """settimeofday(sec, usec) with C's truncating split; negative parts are EINVAL."""
+    """settimeofday(sec, usec) with C's truncating split; OSError (negative parts: EINVAL)."""
     sec = _trunc_div(time_ns, NSEC)
     usec = _trunc_div(time_ns - sec * NSEC, 1000)
-    try:
-        if sec < 0 or usec < 0:
-            raise OSError(22, os.strerror(22))
-        time.clock_settime_ns(time.CLOCK_REALTIME, sec * NSEC + usec * 1000)
-    except OSError as exc:
-        raise QgaError(f"Failed to set time to guest: {os.strerror(exc.errno or 0)}") from None
+    if sec < 0 or usec < 0:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    time.clock_settime_ns(time.CLOCK_REALTIME, sec * NSEC + usec * 1000)
 
 
 def sync_hwclock(to_rtc: bool, hwclock: Optional[str] = None, timeout: Optional[float] = None) -> None:
-    """``hwclock -w`` (system time to RTC) or ``-s`` (RTC to system time)."""
+    """``hwclock -w`` (system time to RTC) or ``-s`` (RTC to system time); HelperFailed."""
     run_helper([hwclock or HWCLOCK, "-w" if to_rtc else "-s"], "set hardware clock to system time",
                timeout=timeout)

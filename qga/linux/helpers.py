@@ -15,28 +15,62 @@ Both are plain blocking calls: handlers run in the worker thread.
 """
 from __future__ import annotations
 
-import errno as _errno
 import os
 import signal
 import stat
 from typing import Mapping, Optional, Sequence
 
-from qga.errors import QgaError
+from qga.errors import InternalError
 
 
-def _exec_failure_text(program: str, exc: OSError) -> str:
-    """What qemu-ga's child writes to the captured pipe when exec fails."""
-    return f"failed to exec '{program}': {os.strerror(exc.errno or _errno.ENOENT)}\n"
+class HelperFailed(InternalError):
+    """A helper program that did not succeed, with the facts qemu-ga words.
+
+    ``how`` is ``"exec"`` (``program`` could not be started: ``cause``),
+    ``"spawn"`` (:func:`spawn_status` could not start it: ``cause``),
+    ``"timeout"`` (killed after ``timeout`` seconds), ``"signal"`` (killed by
+    one) or ``"status"`` (non-zero ``status``); ``action`` is what it was run
+    for and ``output`` its captured stdout and stderr.
+    """
+
+    def __init__(self, how: str, program: str, action: str = "", *, output: str = "",
+                 status: int = 0, timeout: Optional[float] = None,
+                 cause: Optional[OSError] = None) -> None:
+        detail = {"exec": f"cannot exec: {cause}", "spawn": f"cannot spawn: {cause}",
+                  "timeout": f"timed out after {timeout} s", "signal": "killed by a signal",
+                  "status": f"exit status {status}"}[how]
+        super().__init__(f"{program}: {detail}" + (f": {output.strip()}" if output.strip() else ""))
+        self.how = how
+        self.program = program
+        self.action = action
+        self.output = output
+        self.status = status
+        self.timeout = timeout
+        self.cause = cause
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of the session ``sid`` leads.
+
+    Its process group is not enough: a child may have made its own (timeout(1),
+    which the stock fsfreeze hook runs its scripts under, does).
+    """
+    os.killpg(sid, signal.SIGKILL)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:  # exited meanwhile
+                pass
 
 
 def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None,  # noqa: A002
                *, env: Optional[Mapping[str, str]] = None,
                timeout: Optional[float] = None) -> None:
-    """Run ``argv`` to completion; raise :class:`QgaError` unless it exits 0.
+    """Run ``argv`` to completion; raise :class:`HelperFailed` unless it exits 0.
 
-    ``action`` completes qemu-ga's texts: ``child process has failed to
-    <action>: <output>`` (or ``: exit status N`` when the child printed
-    nothing) and ``child process has terminated abnormally[: <output>]``.
+    ``action`` (what the helper is run for) completes qemu-ga's texts.
     ``argv[0]`` without a slash is looked up in ``PATH`` (of ``env`` if given).
     ``timeout`` (seconds) kills a hung helper's whole session (an extension:
     qemu-ga waits forever).  The API is shared with the fsfreeze-hook runner: keep it.
@@ -49,23 +83,19 @@ def run_helper(argv: Sequence[str], action: str, input: Optional[bytes] = None, 
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, env=dict(env) if env is not None else None)
     except OSError as exc:
-        # qemu-ga forks first; the child reports the exec failure on the
-        # captured pipe and exits 1, which the parent turns into this text.
-        raise QgaError(f"child process has failed to {action}: "
-                       f"{_exec_failure_text(argv[0], exc)}") from None
+        raise HelperFailed("exec", argv[0], action, cause=exc) from None
     try:
         out, _ = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        # The child leads its own session: kill whatever it started too.
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid)
         proc.communicate()
-        raise QgaError(f"child process has failed to {action}: timed out after {timeout:g} seconds") from None
+        raise HelperFailed("timeout", argv[0], action, timeout=timeout) from None
     text = out.decode("utf-8", "replace") if out else ""
     status = proc.returncode
     if status < 0:
-        raise QgaError("child process has terminated abnormally" + (f": {text}" if text else ""))
+        raise HelperFailed("signal", argv[0], action, output=text, status=status)
     if status != 0:
-        raise QgaError(f"child process has failed to {action}: " + (text or f"exit status {status}"))
+        raise HelperFailed("status", argv[0], action, output=text, status=status)
 
 
 def unsafe_to_run(path: str) -> Optional[str]:
@@ -97,8 +127,7 @@ def helper_timeout(config: object) -> Optional[float]:
 def spawn_status(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None) -> int:
     """Exit status of ``argv`` (output discarded), -1 if the program is not found.
 
-    Other spawn failures raise ``failed to create child process, error '…'``
-    with glib's message.  A child killed by a signal counts as status
+    Other spawn failures raise :class:`HelperFailed` (``spawn``).  A child killed by a signal counts as status
     128+signal (glib's WEXITSTATUS would report 0, i.e. success).
     """
     try:
@@ -110,7 +139,6 @@ def spawn_status(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None
     except FileNotFoundError:
         return -1
     except OSError as exc:
-        raise QgaError("failed to create child process, error "
-                       f"'Failed to execute child process “{argv[0]}” ({os.strerror(exc.errno or 0)})'") from None
+        raise HelperFailed("spawn", argv[0], cause=exc) from None
     status = proc.returncode
     return 128 - status if status < 0 else status

@@ -11,6 +11,9 @@ else ``/sbin/shutdown -h -P|-H|-r +0 "hypervisor initiated shutdown"``.
 
 Suspend: systemd (``systemctl status systemd-<unit>`` exit 1..3 means
 supported), then pm-utils, then ``/sys/power/state`` (disk and ram only).
+
+Failures are :class:`~qga.linux.helpers.HelperFailed` or a
+:class:`SuspendError`; the command layer words them.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import shutil
 from dataclasses import dataclass
 from typing import List, Mapping, Optional
 
-from qga.errors import QgaError
-from qga.linux.helpers import run_helper, spawn_status
+from qga.errors import InternalError
+from qga.linux.helpers import HelperFailed, run_helper, spawn_status
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,6 @@ class PowerPaths:
         return shutil.which(program, path=self.search_path)
 
 
-def check_shutdown_mode(mode: str) -> None:
-    """qemu-ga's text, missing parenthesis included."""
-    if mode not in SHUTDOWN_MODES:
-        raise QgaError("mode is invalid (valid values are: halt|powerdown|reboot")
-
-
 def shutdown_commands(mode: str, paths: PowerPaths = PowerPaths()) -> List[List[str]]:
     """The command lines tried in order for ``mode`` (already validated)."""
     flag, program = SHUTDOWN_MODES[mode]
@@ -74,20 +71,36 @@ def shutdown_commands(mode: str, paths: PowerPaths = PowerPaths()) -> List[List[
 
 
 def shutdown(mode: str, paths: PowerPaths = PowerPaths(), timeout: Optional[float] = None) -> None:
-    """Start the shutdown; return when the program accepted it."""
-    check_shutdown_mode(mode)
+    """Start the shutdown (``mode`` a key of SHUTDOWN_MODES); return when the
+    program accepted it, raise the last program's HelperFailed when none did."""
     commands = shutdown_commands(mode, paths)
     for i, argv in enumerate(commands):
         try:
             run_helper(argv, "shutdown", env=paths.env(), timeout=timeout)
             return
-        except QgaError as exc:
+        except HelperFailed as exc:
             if i == len(commands) - 1:
                 raise
-            log.warning("%s failed (%s); falling back to %s", " ".join(argv), exc.desc, commands[i + 1][0])
+            log.warning("%s failed (%s); falling back to %s", " ".join(argv), exc, commands[i + 1][0])
 
 
 # -- suspend -----------------------------------------------------------------
+
+class SuspendError(InternalError):
+    """A suspend that failed: ``what`` is ``"program"`` (the helper ``label``
+    exited with ``status``, -1: not found), ``"write"`` (writing ``path``
+    failed with ``cause``) or ``"unsupported"`` (no strategy supports the mode)."""
+
+    def __init__(self, what: str, label: str = "", status: int = 0, path: str = "",
+                 cause: Optional[OSError] = None) -> None:
+        detail = {"program": f": {label} exited with {status}", "write": f": {path}: {cause}"}.get(what, "")
+        super().__init__(f"suspend {what}{detail}")
+        self.what = what
+        self.label = label
+        self.status = status
+        self.path = path
+        self.cause = cause
+
 
 @dataclass(frozen=True)
 class SuspendMode:
@@ -111,15 +124,13 @@ def _run_suspend_program(argv: List[str], label: str, paths: PowerPaths) -> None
     status = spawn_status(argv, env=paths.env())
     if status == 0:
         return
-    if status == -1:
-        raise QgaError(f"the helper program '{label}' was not found")
-    raise QgaError(f"the helper program '{label}' returned an unexpected exit status code ({status})")
+    raise SuspendError("program", label, status)
 
 
 def _systemd(mode: SuspendMode, paths: PowerPaths) -> bool:
     try:
         status = spawn_status(["systemctl", "status", mode.systemd_unit], env=paths.env())
-    except QgaError:
+    except HelperFailed:
         return False
     # LSB status codes: 3 "not running" is the usual answer; 4 means no such unit.
     if not 0 < status < 4:
@@ -132,7 +143,7 @@ def _pmutils(mode: SuspendMode, paths: PowerPaths) -> bool:
     try:
         if spawn_status(["pm-is-supported", mode.pm_flag], env=paths.env()) != 0:
             return False
-    except QgaError:
+    except HelperFailed:
         return False
     _run_suspend_program([mode.pm_program], mode.pm_program, paths)
     return True
@@ -153,8 +164,7 @@ def _sysfs(mode: SuspendMode, paths: PowerPaths) -> bool:
         with open(paths.sys_power_state, "wb", buffering=0) as f:
             f.write(mode.sysfs_word.encode())
     except OSError as exc:
-        raise QgaError(f"suspend: cannot write to '{paths.sys_power_state}': "
-                       f"{os.strerror(exc.errno or 0)}") from None
+        raise SuspendError("write", path=paths.sys_power_state, cause=exc) from None
     return True
 
 
@@ -162,14 +172,14 @@ def suspend(mode_name: str, paths: PowerPaths = PowerPaths()) -> None:
     """Try each strategy; raise the last supported strategy's error, if all fail."""
     mode = SUSPEND_MODES[mode_name]
     supported = False
-    error: Optional[QgaError] = None
+    error: Optional[InternalError] = None
     for strategy in (_systemd, _pmutils, _sysfs):
         try:
             if strategy(mode, paths):
                 return
-        except QgaError as exc:
+        except (HelperFailed, SuspendError) as exc:
             supported = True
             error = exc
     if not supported or error is None:
-        raise QgaError("the requested suspend mode is not supported by the guest")
+        raise SuspendError("unsupported")
     raise error

@@ -13,9 +13,8 @@ from __future__ import annotations
 import socket
 from typing import Any, Dict, List, Optional
 
-from qga.errors import QgaError, strerror
-
 _U32 = 0xFFFFFFFF
+DEFAULT_FILES = ("/proc/net/route", "/proc/net/ipv6_route")
 
 
 def _int32(value: int) -> int:
@@ -89,14 +88,15 @@ def parse_ipv6_routes(text: str) -> List[Dict[str, Any]]:
 
 
 def _read(path: str) -> str:
+    """The file's text; an OSError naming ``path`` (a failed read() names none) when unreadable."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
     except OSError as exc:
-        raise QgaError(f'open("{path}"): {strerror(exc.errno or 0)}') from None
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
-def read_routes(route: str = "/proc/net/route", ipv6: str = "/proc/net/ipv6_route") -> List[Dict[str, Any]]:
-    """IPv4 then IPv6 routes; fails as a whole when either file is unreadable."""
+def read_routes(route: str = DEFAULT_FILES[0], ipv6: str = DEFAULT_FILES[1]) -> List[Dict[str, Any]]:
+    """IPv4 then IPv6 routes; fails as a whole (OSError) when either file is unreadable."""
     v4 = parse_ipv4_routes(_read(route))
     return v4 + parse_ipv6_routes(_read(ipv6))

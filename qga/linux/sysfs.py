@@ -1,15 +1,30 @@
-"""Opening and reading /proc, /sys and other small files (QEMU 10.2's error text)."""
+"""Opening and reading /proc, /sys and other small files."""
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
-from qga.errors import QgaError, os_error
+from qga.errors import InternalError
 
 
-def could_not_open(path: str, exc: OSError) -> QgaError:
-    """``Could not open '<path>': <strerror>`` (10.2's wording for every reader)."""
-    return os_error(f"Could not open '{path}'", exc, path)
+class StepError(InternalError):
+    """A sysfs step that failed: ``step`` (``opendir``, ``open``, ``pread``...) on
+    ``name`` in the directory ``path`` (``name`` None for the directory itself),
+    with the OSError met (None when a read found nothing).  The command layer words it."""
+
+    def __init__(self, step: str, path: str, name: Optional[str] = None,
+                 cause: Optional[OSError] = None) -> None:
+        target = path if name is None else f"{path}{name}"
+        super().__init__(f"{step} {target}: {cause.strerror if cause else 'unexpected EOF'}")
+        self.step = step
+        self.path = path
+        self.name = name
+        self.cause = cause
+
+    @property
+    def errno(self) -> int:
+        """The failed call's errno, 0 for an unexpected EOF."""
+        return (self.cause.errno or 0) if self.cause else 0
 
 
 def read_fd(fd: int) -> bytes:
@@ -23,8 +38,8 @@ def read_fd(fd: int) -> bytes:
 
 
 def open_dir(path: str) -> int:
-    """A directory descriptor for ``*at`` calls; QgaError when it cannot be opened."""
+    """A directory descriptor for ``*at`` calls; StepError ``opendir`` when it cannot be opened."""
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise could_not_open(path, exc) from None
+        raise StepError("opendir", path, cause=exc) from None

@@ -1,7 +1,9 @@
 """vCPU online state in sysfs (guest-get-vcpus / guest-set-vcpus).
 
 Everything takes the cpu directory as a parameter so tests can run against a
-copied tree; error texts are qemu-ga 10.2's with that directory substituted.
+copied tree.  Failures are :class:`~qga.linux.sysfs.StepError` (``listdir`` of
+that directory, ``opendir`` of ``cpuN/``, ``open``/``pread``/``pwrite`` of its
+``online``) or :class:`CannotOffline`; the command layer words them.
 """
 from __future__ import annotations
 
@@ -10,12 +12,20 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Sequence
 
-from qga.errors import QgaError, os_error
-from qga.linux.sysfs import open_dir
+from qga.errors import InternalError
+from qga.linux.sysfs import StepError, open_dir
 
 DEFAULT_DIR = "/sys/devices/system/cpu"
 # sscanf("cpu%ld"): "cpu", optional blanks and sign, digits; the rest is ignored.
 _CPU_NAME = re.compile(r"cpu[ \t\n\v\f\r]*([+-]?\d+)")
+
+
+class CannotOffline(InternalError):
+    """A request to offline a vCPU that has no ``online`` file (typically cpu0)."""
+
+    def __init__(self, logical_id: int) -> None:
+        super().__init__(f"cpu{logical_id} has no online file")
+        self.logical_id = logical_id
 
 
 def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
@@ -28,21 +38,21 @@ def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
             fd = os.open("online", (os.O_RDONLY if read else os.O_RDWR) | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                raise os_error(f"could not open {dirpath}/online", exc, dirpath) from None
+                raise StepError("open", dirpath, "online", exc) from None
             # No "online" file (typically cpu0): always online, cannot go offline.
             if read:
                 vcpu["online"] = True
                 vcpu["can-offline"] = False
             elif not vcpu["online"]:
-                raise QgaError(f"logical processor #{logical_id} can't be offlined") from None
+                raise CannotOffline(logical_id) from None
             return
         try:
             try:
                 status = os.pread(fd, 1, 0)
             except OSError as exc:
-                raise os_error(f'pread("{dirpath}/online")', exc) from None
+                raise StepError("pread", dirpath, "online", exc) from None
             if not status:
-                raise QgaError(f'pread("{dirpath}/online"): unexpected EOF')
+                raise StepError("pread", dirpath, "online")
             online_now = status != b"0"
             if read:
                 vcpu["online"] = online_now
@@ -51,7 +61,7 @@ def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
                 try:
                     os.pwrite(fd, b"1" if vcpu["online"] else b"0", 0)
                 except OSError as exc:
-                    raise os_error(f'pwrite("{dirpath}/online")', exc) from None
+                    raise StepError("pwrite", dirpath, "online", exc) from None
         finally:
             os.close(fd)
     finally:
@@ -63,7 +73,7 @@ def read_vcpus(sysfs_cpu: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
     try:
         names = os.listdir(sysfs_cpu)
     except OSError as exc:
-        raise os_error(f"failed to list entries: {sysfs_cpu}", exc, sysfs_cpu) from None
+        raise StepError("listdir", sysfs_cpu, cause=exc) from None
     result: List[Dict[str, Any]] = []
     for name in names:
         match = _CPU_NAME.match(name)
@@ -86,7 +96,7 @@ def set_vcpus(vcpus: Sequence[Mapping[str, Any]], sysfs_cpu: str = DEFAULT_DIR) 
     for request in vcpus:
         try:
             _transfer(sysfs_cpu, dict(request), read=False)
-        except QgaError:
+        except (StepError, CannotOffline):
             if processed == 0:
                 raise
             break

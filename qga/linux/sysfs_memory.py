@@ -4,6 +4,9 @@ The directory is a parameter (tests use copied trees).  qemu-ga's per-entry
 semantics are reproduced, including the ``error-code`` quirks of
 guest-set-memory-blocks: every path other than "written" or "already in the
 requested state" attaches errno, even when ``response`` stays ``success``.
+The readers raise :class:`~qga.linux.sysfs.StepError` (``opendir``/``scandir``
+of a directory, ``open``/``pread``/``pwrite`` of a file in it) or
+:class:`NoMemoryBlocks`; the command layer words them.
 """
 from __future__ import annotations
 
@@ -11,56 +14,46 @@ import errno
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from qga.errors import InternalError, QgaError, os_error
-from qga.linux.sysfs import open_dir
+from qga.errors import InternalError
+from qga.linux.sysfs import StepError, open_dir
 
 DEFAULT_DIR = "/sys/devices/system/memory/"
 
 
-class _SysfsError(InternalError):
-    """A sysfs read/write failure: the qemu-ga text and the errno left behind."""
-
-    def __init__(self, desc: str, err: int) -> None:
-        super().__init__(desc)
-        self.desc = desc
-        self.errno = err
-
-
-def _failure(op: str, name: str, exc: OSError) -> _SysfsError:
-    """qemu-ga's ``<op> sysfs file "<name>": <strerror>``."""
-    return _SysfsError(f'{op} sysfs file "{name}": {os.strerror(exc.errno or 0)}', exc.errno or 0)
+class NoMemoryBlocks(InternalError):
+    """The memory directory exists but holds no ``memoryN`` block."""
 
 
 def _dir(root: str) -> str:
     return root if root.endswith("/") else root + "/"
 
 
-def _open(dirfd: int, name: str, flags: int) -> int:
+def _open(dirpath: str, dirfd: int, name: str, flags: int) -> int:
     try:
         return os.open(name, flags | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError as exc:
-        raise _failure("open", name, exc) from None
+        raise StepError("open", dirpath, name, exc) from None
 
 
-def _read_file(dirfd: int, name: str, size: int) -> bytes:
-    fd = _open(dirfd, name, os.O_RDONLY)
+def _read_file(dirpath: str, dirfd: int, name: str, size: int) -> bytes:
+    fd = _open(dirpath, dirfd, name, os.O_RDONLY)
     try:
         data = os.pread(fd, size, 0)
     except OSError as exc:
-        raise _failure("pread", name, exc) from None
+        raise StepError("pread", dirpath, name, exc) from None
     finally:
         os.close(fd)
     if not data:
-        raise _SysfsError(f'pread sysfs file "{name}": unexpected EOF', 0)
+        raise StepError("pread", dirpath, name)
     return data
 
 
-def _write_file(dirfd: int, name: str, data: bytes) -> None:
-    fd = _open(dirfd, name, os.O_WRONLY)
+def _write_file(dirpath: str, dirfd: int, name: str, data: bytes) -> None:
+    fd = _open(dirpath, dirfd, name, os.O_WRONLY)
     try:
         os.pwrite(fd, data, 0)
     except OSError as exc:
-        raise _failure("pwrite", name, exc) from None
+        raise StepError("pwrite", dirpath, name, exc) from None
     finally:
         os.close(fd)
 
@@ -87,17 +80,17 @@ def _read_block(root: str, name: str) -> Dict[str, Any]:
     dirfd = open_dir(dirpath)
     try:
         try:
-            state = _read_file(dirfd, "state", 10)
-        except _SysfsError as exc:
+            state = _read_file(dirpath, dirfd, "state", 10)
+        except StepError as exc:
             if exc.errno == errno.ENOENT:  # old kernels: no state file
                 return block
-            raise QgaError(exc.desc) from None
+            raise
         block["online"] = state.startswith(b"online")
         try:
-            block["can-offline"] = _read_file(dirfd, "removable", 1) != b"0"
-        except _SysfsError as exc:
+            block["can-offline"] = _read_file(dirpath, dirfd, "removable", 1) != b"0"
+        except StepError as exc:
             if exc.errno != errno.ENOENT:
-                raise QgaError(exc.desc) from None
+                raise
         return block
     finally:
         os.close(dirfd)
@@ -111,11 +104,11 @@ def read_memory_blocks(root: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise os_error(f'Can\'t open directory"{root}"', exc, root) from None
+        raise StepError("scandir", root, cause=exc) from None
     blocks = [_read_block(root, e.name) for e in entries
               if e.name.startswith("memory") and e.is_dir(follow_symlinks=False)]
     if not blocks:
-        raise QgaError("guest reported zero memory blocks!")
+        raise NoMemoryBlocks(root)
     return blocks
 
 
@@ -133,16 +126,16 @@ def _set_block(root: str, request: Mapping[str, Any]) -> Tuple[str, Optional[int
         return ("not-found" if exc.errno == errno.ENOENT else "operation-failed"), exc.errno
     try:
         try:
-            state = _read_file(dirfd, "state", 10)
-        except _SysfsError as exc:
+            state = _read_file(dirpath, dirfd, "state", 10)
+        except StepError as exc:
             if exc.errno == errno.ENOENT:
                 # Quirk: onlining a block without a state file is "success" + errno.
                 return ("success" if request["online"] else "operation-not-supported"), exc.errno
             return "operation-failed", exc.errno
         if request["online"] != state.startswith(b"online"):
             try:
-                _write_file(dirfd, "state", b"online" if request["online"] else b"offline")
-            except _SysfsError as exc:
+                _write_file(dirpath, dirfd, "state", b"online" if request["online"] else b"offline")
+            except StepError as exc:
                 return "operation-failed", exc.errno
         return "success", None
     finally:
@@ -167,9 +160,7 @@ def read_block_info(root: str = DEFAULT_DIR) -> Dict[str, int]:
     root = _dir(root)
     dirfd = open_dir(root)
     try:
-        data = _read_file(dirfd, "block_size_bytes", 20)
-    except _SysfsError as exc:
-        raise QgaError(exc.desc) from None
+        data = _read_file(root, dirfd, "block_size_bytes", 20)
     finally:
         os.close(dirfd)
     return {"size": _leading_int(data.decode("ascii", "replace"), 16)}

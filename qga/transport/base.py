@@ -110,7 +110,11 @@ class Transport:
         self._out.append(memoryview(data))
         self._out_bytes += len(data)
         while self._out_bytes > MAX_PENDING_OUTPUT and len(self._out) > 1:
-            dropped = self._out.popleft()
+            # A head already partly written must go out whole: dropping it would cut a reply in two.
+            head = self._out[0]
+            victim = 1 if head.nbytes < memoryview(head.obj).nbytes else 0
+            dropped = self._out[victim]
+            del self._out[victim]
             self._out_bytes -= len(dropped)
             log.warning("host is not reading: dropped a reply of %d bytes", len(dropped))
         if not self._corked:

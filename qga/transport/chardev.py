@@ -1,18 +1,19 @@
 """Character-device channels inside the guest: virtio-serial and isa-serial.
 
 A virtio port reports EOF (and POLLHUP) for as long as no host process has
-the chardev open.  The agent then stops watching the port and looks again
-every 100 ms — the same cadence as qemu-ga, a few wake-ups a second and no
-spinning — while keeping the port open, because closing it would tell the
-host (VSERPORT_CHANGE) that the agent went away.  Each look also checks that
-the path still names the same device, so ``--retry-path`` can follow a port
-that was unplugged and plugged again.
+the chardev open, e.g. while libvirt reconnects after a guest suspend.  The
+agent then stops watching the port and reads it again 100 ms later — the
+same cadence as qemu-ga, a few wake-ups a second and no spinning.  Like
+qemu-ga it keeps the descriptor it opened at start and never looks at the
+path again: closing the port would tell the host (VSERPORT_CHANGE) that the
+agent went away.  A port that is really gone (hot-unplug) fails the next
+read with ENODEV, a channel error like any other (``--retry-path`` reopens).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from qga.transport.base import Transport
 
@@ -24,23 +25,11 @@ DETACHED_POLL = 0.1
 class VirtioSerial(Transport):
     """``/dev/virtio-ports/<name>``: not a tty, so plain ``os.open``."""
 
-    _identity: Optional[Tuple[int, int]] = None
-
     def _open_fd(self) -> int:
         return os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
 
     def open(self) -> None:
-        fd = self._open_fd()
-        st = os.fstat(fd)
-        self._identity = (st.st_rdev, st.st_ino)
-        self._attach_fd(fd)
-
-    def _path_changed(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return True
-        return (st.st_rdev, st.st_ino) != self._identity
+        self._attach_fd(self._open_fd())
 
     def on_eof(self) -> None:
         # Host detached: stop watching (POLLHUP would fire continuously) and look again soon.
@@ -50,12 +39,8 @@ class VirtioSerial(Transport):
         self.loop.call_later(DETACHED_POLL, self._recheck)
 
     def _recheck(self) -> None:
-        if self.fd is None:
-            return
-        if self._path_changed():
-            self.on_error(f"channel {self.path} has gone away")
-            return
-        self._want_reading()
+        if self.fd is not None:
+            self._want_reading()
 
 
 class IsaSerial(VirtioSerial):

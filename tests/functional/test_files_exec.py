@@ -179,3 +179,13 @@ def test_exec_truncation_over_the_wire(conn: Conn) -> None:
     status = poll(conn, pid, 60)
     assert status["out-truncated"] is True
     assert len(base64.b64decode(status["out-data"])) == 16 * 1024 * 1024
+
+
+def test_write_error_is_reported_by_the_write_itself(conn: Conn) -> None:
+    """README: the raw descriptor, not stdio: ENOSPC comes back from guest-file-write, not a later flush."""
+    h = conn.cmd("guest-file-open", path="/dev/full", mode="w")
+    reply = conn.request({"execute": "guest-file-write", "arguments": {"handle": h, "buf-b64": b64(b"hello")}})
+    assert reply == {"error": {"class": "GenericError",
+                               "desc": "failed to write to file: No space left on device"}}
+    assert conn.cmd("guest-file-flush", handle=h) == {}  # nothing was held back to fail later
+    assert conn.cmd("guest-file-close", handle=h) == {}

@@ -62,18 +62,22 @@ class HungFsAgent(AgentProcess):
     """An agent in its own mount namespace with a hung FUSE mount at ``mountpoint``."""
 
     def __init__(self, argv: Sequence[str], tmpdir: str, mountpoint: str,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, blockdev: Optional[str] = None) -> None:
+        """``blockdev``: mount it as ``fuseblk``, so the mount has that device's number and is in
+        the agent's mount list (guest-get-fsinfo statvfs-es it); plain ``fuse`` has major 0."""
         os.makedirs(mountpoint, exist_ok=True)
         self.mountpoint = mountpoint
         self.fuse_fd: Optional[int] = os.open("/dev/fuse", os.O_RDWR)
         fd = self.fuse_fd
         opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+        source, fstype = b"qgahung", b"fuse.qgahung"
+        if blockdev is not None:
+            source, fstype, opts = blockdev.encode(), b"fuseblk", opts + b",blksize=4096"
 
         def in_child() -> None:
             _check(_libc.unshare(CLONE_NEWNS), "unshare")
             _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-            _check(_libc.mount(b"qgahung", mountpoint.encode(), b"fuse.qgahung",
-                               MS_NOSUID | MS_NODEV, opts), "mount fuse")
+            _check(_libc.mount(source, mountpoint.encode(), fstype, MS_NOSUID | MS_NODEV, opts), "mount fuse")
             os.close(fd)  # only the test holds the connection
 
         try:

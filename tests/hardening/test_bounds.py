@@ -4,7 +4,8 @@ Input: a message over 64 MiB of tokens, or nested deeper than 1024, is refused
 with QEMU's texts and the agent answers sync afterwards.  Files:
 ``max-file-handles``.  Exec: ``max-concurrent-execs`` (running children) and
 ``max-exec-records`` (finished results kept unqueried: the oldest are dropped
-and a status query for them says so).
+and a status query for them says so).  Output: replies to a host that does not read
+are dropped, whole and oldest first (never one already on its way), past 256 MiB.
 """
 from __future__ import annotations
 
@@ -121,3 +122,54 @@ def test_read_count_cap(agent_dir: str) -> None:
         conn.cmd("guest-file-close", handle=handle)
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+def _read_lines_until(sock, last: bytes, timeout: float = 120.0) -> list:
+    """Every reply line up to and including the one ending with ``last`` (lines of 64 MiB: no rescans)."""
+    sock.settimeout(timeout)
+    buf, lines, start = bytearray(), [], 0
+    while True:
+        nl = buf.find(b"\n", start)
+        if nl < 0:
+            start = len(buf)
+            data = sock.recv(1 << 22)
+            assert data, "agent closed the connection"
+            buf += data
+            continue
+        line = bytes(buf[:nl + 1])
+        del buf[:nl + 1]
+        start = 0
+        lines.append(line)
+        if line.endswith(last):
+            return lines
+
+
+def test_replies_to_a_host_that_does_not_read_are_dropped_past_256_mib(agent_dir: str) -> None:
+    """README: a host that never reads costs at most 256 MiB of queued replies; whole replies are dropped."""
+    import json
+
+    count = 48 * 1024 * 1024  # the largest read: a 64 MiB base64 reply, 4 of them just exceed 256 MiB
+    proc = start("ours", extra=["-v"], tmpdir=agent_dir)
+    try:
+        conn = proc.connect()
+        conn.sync()
+        handle = conn.cmd("guest-file-open", path="/dev/zero")
+        read = {"execute": "guest-file-read", "arguments": {"handle": handle, "count": count}}
+        conn.send(b"".join(json.dumps(dict(read, id=i)).encode() for i in range(1, 7)) +
+                  b'{"execute": "guest-ping", "id": 7}')
+        deadline = time.monotonic() + 120
+        while "running guest-ping" not in proc.log():  # every reply is queued by then
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log()[-2000:]
+            time.sleep(0.1)
+        lines = _read_lines_until(conn.sock, b'"id": 7}\n')
+        replies = [json.loads(line) for line in lines]  # each line a whole reply: none cut in two
+        # The first reply was already on its way (partly in the socket) and is kept whole; the
+        # next oldest went when the fifth and sixth replies took the queue past 256 MiB.
+        assert [r["id"] for r in replies] == [1, 4, 5, 6, 7]
+        for reply in replies[:-1]:
+            assert reply["return"]["count"] == count and len(reply["return"]["buf-b64"]) == count // 3 * 4
+        assert proc.log().count("host is not reading: dropped a reply of ") == 2
+        conn.sync()
+        assert conn.request({"execute": "guest-ping", "id": 8}) == {"return": {}, "id": 8}
+    finally:
+        assert proc.stop() == 0, proc.log()[-2000:]

@@ -19,6 +19,7 @@ import pytest
 from tests.agentproc import ours_argv
 from tests.hardening.hungfs import HungFsAgent, fuse_unavailable
 from tests.hardening.util import parse_reply_line, thread_count
+from tests.loopmount import loop_device
 from tests.prereq import require
 
 DEADLINE = 2.0
@@ -98,3 +99,48 @@ def test_hung_open_times_out_and_agent_serves_later_requests(hung: HungFsAgent, 
     assert hung.log().count("did not finish within 2 s: abandoned") == 2
     conn.close()
     assert hung.stop() == 0, hung.log()
+
+
+def test_sync_ping_info_answered_on_the_loop_while_the_worker_is_stuck(hung: HungFsAgent) -> None:
+    """README: guest-sync, guest-ping and guest-info run on the event loop: with the worker thread
+    stuck on the hung mount they are answered without a fresh worker; a worker command needs one."""
+    conn = hung.connect()
+    conn.sync()
+    _send(conn, "guest-file-open", 1, path=os.path.join(hung.mountpoint, "file"), mode="r")
+    reply = parse_reply_line(conn.read_line(60))
+    assert "did not complete" in reply["error"]["desc"], reply  # its thread stays stuck in the kernel
+    stuck = thread_count(hung.pid)
+    assert conn.request({"execute": "guest-sync", "arguments": {"id": 9}}) == {"return": 9}
+    conn.sync(10)  # guest-sync-delimited
+    assert conn.request({"execute": "guest-ping", "id": 2}) == {"return": {}, "id": 2}
+    assert "guest-ping" in [c["name"] for c in conn.cmd("guest-info")["supported_commands"]]
+    assert thread_count(hung.pid) == stuck, "an inline command started a worker thread"
+    handle = conn.cmd("guest-file-open", timeout=60, path="/dev/null")  # a worker command
+    conn.cmd("guest-file-close", timeout=60, handle=handle)
+    assert thread_count(hung.pid) == stuck + 1  # the fresh worker
+    conn.close()
+    hung.release()
+    assert hung.stop() == 0, hung.log()
+
+
+@pytest.mark.parametrize("how", ["file", "cli"])
+def test_statvfs_timeout_bounds_guest_get_fsinfo_on_a_hung_block_mount(agent_dir: str, how: str) -> None:
+    """README: statvfs-timeout (config file or option) is how long guest-get-fsinfo waits for one
+    filesystem: a hung fuseblk mount (a real device number, so in the mount list) is skipped after it."""
+    require(fuse_unavailable())
+    conf = os.path.join(agent_dir, "qga.conf")
+    with open(conf, "w", encoding="ascii") as f:
+        f.write("[general]\nstatvfs-timeout=0.5\n" if how == "file" else "[general]\n")
+    extra = ["-c", conf, "--command-timeout", "30"] + (["--statvfs-timeout", "0.5"] if how == "cli" else [])
+    with loop_device() as (dev, _):
+        mnt = os.path.join(agent_dir, "hungblk")
+        hung = HungFsAgent(ours_argv(agent_dir, extra), agent_dir, mnt, blockdev=dev)
+        try:
+            conn = hung.connect(timeout=30)
+            conn.sync()
+            fsinfo = {f["mountpoint"]: f for f in conn.cmd("guest-get-fsinfo")}
+            assert fsinfo[mnt]["type"] == "fuseblk" and "used-bytes" not in fsinfo[mnt]  # skipped
+            assert "used-bytes" in fsinfo["/"]
+            assert f"statvfs({mnt}) did not return within 0.5 s; skipping it until it does" in hung.log()
+        finally:
+            hung.cleanup()

@@ -797,3 +797,137 @@ def test_stock_hook_logs_to_the_journal_when_there_is_one(workdir: str) -> None:
         "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: hello-freeze",
         "-t qemu-ga-fsfreeze-hook -p info", f"{hookd}/10-ok freeze: ok",
         "-t qemu-ga-fsfreeze-hook -p err", f"{hookd}/20-fail freeze: failed with status 3"]
+
+
+# -- no deadline, hook timeouts ---------------------------------------------------------------
+def _sleeping_hook(path: str, record: str, seconds: float) -> None:
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\necho \"$1 start\" >> {record}\nsleep {seconds}\necho \"$1 done\" >> {record}\n")
+    os.chmod(path, 0o755)
+
+
+@root
+def test_freeze_and_thaw_outlast_the_command_timeout(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: freeze and thaw have no deadline; a 2 s hook under --command-timeout 1 still completes."""
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _sleeping_hook(hook, record, 2)
+    agent = private_ext4.agent(workdir, "--command-timeout", "1", f"--fsfreeze-hook={hook}")
+    try:
+        conn = agent.connect(timeout=30)
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        assert _is_frozen(private_ext4.outside)
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert not _is_frozen(private_ext4.outside)
+        assert open(record).read() == "freeze start\nfreeze done\nthaw start\nthaw done\n"
+        assert conn.request({"execute": "guest-ping", "id": 1}) == {"return": {}, "id": 1}
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+@root
+def test_fsfreeze_hook_timeout_0_waits_for_the_hook(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: fsfreeze-hook-timeout=0 waits forever, like qemu-ga (here: a 3 s hook)."""
+    hook, record = os.path.join(workdir, "hook.sh"), os.path.join(workdir, "hook.ran")
+    _sleeping_hook(hook, record, 3)
+    conf = os.path.join(workdir, "qga.conf")
+    with open(conf, "w") as f:
+        f.write(f"[general]\nfsfreeze-hook={hook}\nfsfreeze-hook-timeout=0\n")
+    agent = private_ext4.agent(workdir, "-c", conf)
+    try:
+        conn = agent.connect(timeout=30)
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        assert open(record).read() == "freeze start\nfreeze done\n"
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert agent.stop() == 0
+    finally:
+        agent.stop(9)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie waiting for its new parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@root
+@pytest.mark.parametrize("child", ["same-group", "own-group"])
+def test_hung_hook_is_killed_with_its_whole_session(workdir: str, ext4fs: LoopFs, child: str) -> None:
+    """README: a hung hook's whole session goes, background children included, even one in a
+    process group of its own (timeout(1), as the stock hook uses, makes one)."""
+    bg = os.path.join(workdir, "bg.pid")
+    hung = os.path.join(workdir, "hung-hook.sh")
+    with open(hung, "w") as f:
+        f.write("#!/bin/sh\n" + ("timeout 60 " if child == "own-group" else "") +
+                f"sleep 60 >/dev/null 2>&1 &\necho $! > {bg}\nsleep 60\n")
+    os.chmod(hung, 0o755)
+    c = make_ctx(workdir, fsfreeze_hook=hung, fsfreeze_hook_timeout=0.5)
+    with pytest.raises(QgaError) as info:
+        fz.fsfreeze_freeze_list(c, [ext4fs.mnt])
+    assert info.value.desc == "child process has failed to execute fsfreeze hook: timed out after 0.5 seconds"
+    assert not c.frozen
+    pid = int(open(bg).read())
+    deadline = time.monotonic() + 10
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            raise AssertionError(f"the hook's background child {pid} survived the hook's timeout")
+        time.sleep(0.05)
+
+
+@root
+def test_bind_mount_is_not_frozen_twice(ctx: Context, ext4fs: LoopFs, workdir: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README / qemu-ga 10.2: a bind mount is the filesystem it shows, listed once (first mount wins):
+    freeze-list of the bind mount alone freezes nothing (0; qemu-ga 7.2 gives 1)."""
+    bind = os.path.join(workdir, "bind")
+    os.mkdir(bind)
+    subprocess.run(["mount", "--bind", ext4fs.mnt, bind], check=True, capture_output=True)
+    try:
+        listed = [m.dirname for m in mounts_mod.list_mounts()]
+        assert ext4fs.mnt in listed and bind not in listed
+        assert fz.fsfreeze_freeze_list(ctx, [bind]) == 0 and not ctx.frozen
+        assert fz.fsfreeze_freeze_list(ctx, [ext4fs.mnt, bind, ext4fs.mnt]) == 1
+        try:
+            assert _is_frozen(bind)  # the same filesystem
+        finally:
+            assert fz.fsfreeze_thaw(ctx) >= 1
+        real = mounts_mod.list_mounts
+        monkeypatch.setattr(fz, "list_mounts", lambda: [m for m in real() if m.dirname in (ext4fs.mnt, bind)])
+        try:
+            assert fz.fsfreeze_freeze(ctx) == 1  # freeze-all cut down to these two
+        finally:
+            fz.do_thaw(ctx)
+    finally:
+        _thaw_path(bind)
+        subprocess.run(["umount", bind], capture_output=True)
+
+
+@root
+def test_log_on_the_frozen_filesystem_is_held_until_the_thaw(workdir: str, private_ext4: PrivateExt4) -> None:
+    """README: logging while frozen is held in memory and written after the thaw; a log file on the
+    frozen filesystem would otherwise block the agent in its first write."""
+    logfile = os.path.join(private_ext4.mnt, "agent.log")  # the path inside the namespace
+    agent = private_ext4.agent(workdir, "-l", logfile, "-v")
+    try:
+        conn = agent.connect()
+        conn.sync()
+        assert conn.cmd("guest-fsfreeze-freeze-list", mountpoints=[private_ext4.mnt]) == 1
+        for rid in range(3):  # each logs (-v) while frozen: answered all the same
+            assert conn.request({"execute": "guest-fsfreeze-status", "id": rid}, 5) == \
+                {"return": "frozen", "id": rid}
+        outside = os.path.join(private_ext4.outside, "agent.log")
+        assert "running guest-fsfreeze-status" not in open(outside).read()
+        assert conn.cmd("guest-fsfreeze-thaw") == 1
+        assert agent.stop() == 0
+        written = open(outside).read()
+        assert written.count("running guest-fsfreeze-status") == 3, written
+        assert "audit: guest-fsfreeze-freeze-list" in written, written
+    finally:
+        _thaw_path(private_ext4.outside)  # an agent stuck writing to the frozen log could not be killed
+        agent.stop(9)

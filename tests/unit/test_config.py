@@ -110,3 +110,27 @@ def test_version_help_and_rpc_list() -> None:
         assert option in helptext
     names = run_cli("-b", "help").stdout.split()
     assert names[:3] == ["guest-sync-delimited", "guest-sync", "guest-ping"]
+
+
+@pytest.mark.parametrize("how", ["file", "cli"])
+def test_statvfs_timeout_reaches_guest_get_fsinfos_statvfs(how: str, tmp_path: Path) -> None:
+    """The key and the option both end up as the wait of guest-get-fsinfo's bounded statvfs."""
+    from qga.commands import storage
+    from qga.context import Context
+    from qga.loop import Loop
+    from qga.registry import Registry
+    from qga.state import StateDir
+
+    conf = tmp_path / "qga.conf"
+    conf.write_text("[general]\nstatvfs-timeout=0.25\n")
+    args = ["-c", str(conf)] if how == "file" else ["-c", str(tmp_path / "empty.conf"), "--statvfs-timeout", "0.25"]
+    (tmp_path / "empty.conf").write_text("[general]\n")
+    config = build_config(build_parser().parse_args(args))
+    assert Config().statvfs_timeout == 2.0 and config.statvfs_timeout == 0.25
+    ctx = Context(config, StateDir(str(tmp_path)), Loop(), Registry([]))
+    try:
+        assert storage.get_fsinfo(ctx) is not None
+        assert storage._statvfs(ctx).timeout == 0.25
+    finally:
+        storage._statvfs(ctx).close()
+        ctx.loop.close()

@@ -1,6 +1,7 @@
 """vCPU, memory-block and cpustats readers/writers on captured trees (copies)."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import pytest
 from qga.commands import cpu_memory
 from qga.errors import QgaError
 from qga.linux import procstat, sysfs_cpu, sysfs_memory
+from qga.linux.sysfs import StepError
 from tests.unit.test_system import make_ctx, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -51,12 +53,17 @@ def test_read_vcpus_directory_order(cpu_tree: str) -> None:
     assert [v["logical-id"] for v in sysfs_cpu.read_vcpus(cpu_tree)] == expected
 
 
-def test_read_vcpus_errors(tmp_path: Path, cpu_tree: str) -> None:
-    with pytest.raises(QgaError, match="^failed to list entries: .*/nope: No such file or directory$"):
+def test_read_vcpus_errors(tmp_path: Path, cpu_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StepError) as step:
         sysfs_cpu.read_vcpus(str(tmp_path / "nope"))
+    assert (step.value.step, step.value.errno) == ("listdir", errno.ENOENT)
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", str(tmp_path / "nope"))
+    with pytest.raises(QgaError, match="^failed to list entries: .*/nope: No such file or directory$"):
+        cpu_memory.get_vcpus(make_ctx(tmp_path))
     Path(cpu_tree, "cpu3", "online").write_text("")
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", cpu_tree)
     with pytest.raises(QgaError) as err:
-        sysfs_cpu.read_vcpus(cpu_tree)
+        cpu_memory.get_vcpus(make_ctx(tmp_path))
     assert err.value.desc == f'pread("{cpu_tree}/cpu3//online"): unexpected EOF'
 
 
@@ -88,15 +95,19 @@ def test_set_vcpus(cpu_tree: str) -> None:
     assert Path(cpu_tree, "cpu1", "online").read_text() == "1\n"     # unchanged, still success
 
 
-def test_set_vcpus_partial_count(cpu_tree: str) -> None:
+def test_set_vcpus_partial_count(tmp_path: Path, cpu_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stops at the first failure; the error is only reported for the first entry."""
     assert sysfs_cpu.set_vcpus([{"logical-id": 2, "online": True}, {"logical-id": 0, "online": False},
                                 {"logical-id": 3, "online": False}], cpu_tree) == 1
     assert Path(cpu_tree, "cpu3", "online").read_text() == "1\n"
-    with pytest.raises(QgaError, match="^logical processor #0 can't be offlined$"):
+    with pytest.raises(sysfs_cpu.CannotOffline):
         sysfs_cpu.set_vcpus([{"logical-id": 0, "online": False}], cpu_tree)
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", cpu_tree)
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(QgaError, match="^logical processor #0 can't be offlined$"):
+        cpu_memory.set_vcpus(ctx, [{"logical-id": 0, "online": False}])
     with pytest.raises(QgaError) as err:
-        sysfs_cpu.set_vcpus([{"logical-id": 999, "online": True}], cpu_tree)
+        cpu_memory.set_vcpus(ctx, [{"logical-id": 999, "online": True}])
     assert err.value.desc == f"Could not open '{cpu_tree}/cpu999/': No such file or directory"
     assert sysfs_cpu.set_vcpus([], cpu_tree) == 0
     assert sysfs_cpu.set_vcpus([{"logical-id": 0, "online": True}], cpu_tree) == 1
@@ -134,11 +145,14 @@ def test_read_memory_blocks_capture(mem_tree: str) -> None:
                      "can-offline": removable[0] != "0"}
 
 
-def test_read_memory_blocks_edge_cases(tmp_path: Path, mem_tree: str) -> None:
+def test_read_memory_blocks_edge_cases(tmp_path: Path, mem_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sysfs_memory.read_memory_blocks(str(tmp_path / "absent")) == []
     (tmp_path / "empty").mkdir()
-    with pytest.raises(QgaError, match="^guest reported zero memory blocks!$"):
+    with pytest.raises(sysfs_memory.NoMemoryBlocks):
         sysfs_memory.read_memory_blocks(str(tmp_path / "empty"))
+    monkeypatch.setattr(cpu_memory, "SYSFS_MEMORY", str(tmp_path / "empty"))
+    with pytest.raises(QgaError, match="^guest reported zero memory blocks!$"):
+        cpu_memory.get_memory_blocks(make_ctx(tmp_path))
     os.unlink(os.path.join(mem_tree, "memory1", "removable"))
     os.unlink(os.path.join(mem_tree, "memory2", "state"))
     blocks = {b["phys-index"]: b for b in sysfs_memory.read_memory_blocks(mem_tree)}
@@ -146,11 +160,15 @@ def test_read_memory_blocks_edge_cases(tmp_path: Path, mem_tree: str) -> None:
     assert blocks[2] == {"phys-index": 2, "online": True, "can-offline": False}
 
 
-def test_memory_block_info(tmp_path: Path, mem_tree: str) -> None:
+def test_memory_block_info(tmp_path: Path, mem_tree: str, monkeypatch: pytest.MonkeyPatch) -> None:
     size = int(Path(mem_tree, "block_size_bytes").read_text(), 16)
     assert sysfs_memory.read_block_info(mem_tree) == {"size": size}
-    with pytest.raises(QgaError) as err:
+    with pytest.raises(StepError) as step:
         sysfs_memory.read_block_info(str(tmp_path / "none"))
+    assert (step.value.step, step.value.path, step.value.errno) == ("opendir", f"{tmp_path}/none/", errno.ENOENT)
+    monkeypatch.setattr(cpu_memory, "SYSFS_MEMORY", str(tmp_path / "none"))
+    with pytest.raises(QgaError) as err:
+        cpu_memory.get_memory_block_info(make_ctx(tmp_path))
     assert err.value.desc == f"Could not open '{tmp_path}/none/': No such file or directory"
 
 
@@ -220,8 +238,11 @@ def test_cpustats_column_counts() -> None:
     assert len(procstat.parse_cpustats("cpu0 1 2 3 4\ncpu1 1 2 3\ncpu2 1 2 3 4\n", 100)) == 1
 
 
-def test_cpustats_errors_and_live(tmp_path: Path) -> None:
-    with pytest.raises(QgaError) as err:
+def test_cpustats_errors_and_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError):
         procstat.read_cpustats(str(tmp_path / "stat"))
+    monkeypatch.setattr(cpu_memory, "PROC_STAT", str(tmp_path / "stat"))
+    with pytest.raises(QgaError) as err:
+        cpu_memory.get_cpustats(make_ctx(tmp_path))
     assert err.value.desc == f"Could not open '{tmp_path}/stat': No such file or directory"
     assert len(procstat.read_cpustats()) == os.cpu_count()

@@ -96,3 +96,41 @@ def test_no_module_imports_another_modules_private_names() -> None:
                 offenders += [f"{path.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
                               if a.name.startswith("_") and not a.name.startswith("__")]
     assert offenders == []
+
+
+def wire_error_imports(linux: Path) -> List[str]:
+    """Where a module under ``linux`` imports a wire error (a QgaError class or
+    os_error, which builds one) or the command layer that words them."""
+    import qga.errors
+
+    wire = {name for name, value in vars(qga.errors).items()
+            if isinstance(value, type) and issubclass(value, qga.errors.QgaError)} | {"os_error"}
+    found = []
+    for path in sorted(linux.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [a.name for a in node.names]
+                if node.module == "qga.errors":
+                    found += [f"{path.name}: {name}" for name in names if name in wire or name == "*"]
+                elif node.module == "qga" and "errors" in names:
+                    found.append(f"{path.name}: qga.errors")
+                elif node.module.startswith(("qga.commands", "qga.dispatch")):
+                    found.append(f"{path.name}: {node.module}")
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: {a.name}" for a in node.names
+                          if a.name == "qga.errors" or a.name.startswith(("qga.commands", "qga.dispatch"))]
+    return found
+
+
+def test_linux_layer_raises_no_wire_errors() -> None:
+    """qga/linux/ raises OSError or its own InternalError subclasses; only the
+    command layer turns them into qemu-ga's texts (issue 12, item 4)."""
+    assert wire_error_imports(REPO / "qga" / "linux") == []
+
+
+def test_wire_error_finder_finds_them(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("from qga.errors import InternalError, QgaError, strerror\n")
+    (tmp_path / "b.py").write_text("def f():\n    from qga.errors import CommandNotFound, os_error\n")
+    (tmp_path / "c.py").write_text("import qga.errors\nfrom qga.commands.failures import could_not_open\n")
+    assert wire_error_imports(tmp_path) == ["a.py: QgaError", "b.py: CommandNotFound", "b.py: os_error",
+                                            "c.py: qga.errors", "c.py: qga.commands.failures"]

@@ -158,11 +158,15 @@ def test_ipv6_routes_qemu_conversions() -> None:
     assert default["metric"] == -1 and default["destination"] == "::"
 
 
-def test_routes_files_and_errors(tmp_path: Path) -> None:
+def test_routes_files_and_errors(tmp_path: Path, ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     got = routes.read_routes(str(DATA / "host-route"), str(DATA / "host-ipv6_route"))
     assert [r["version"] for r in got] == [4] * 2 + [6] * 8
-    with pytest.raises(QgaError) as exc:
+    with pytest.raises(FileNotFoundError) as missing:
         routes.read_routes(str(DATA / "host-route"), str(tmp_path / "ipv6_route"))
+    assert missing.value.filename == str(tmp_path / "ipv6_route")
+    monkeypatch.setattr(network, "ROUTE_FILES", (str(DATA / "host-route"), str(tmp_path / "ipv6_route")))
+    with pytest.raises(QgaError) as exc:
+        network.get_route(ctx)
     assert exc.value.desc == f'open("{tmp_path / "ipv6_route"}"): No such file or directory'
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from qga.commands import load
 from qga.commands import power as power_cmd
+from qga.commands.failures import helper_error
 from qga.errors import QgaError
 from qga.linux import power
-from qga.linux.helpers import run_helper, spawn_status
+from qga.linux.helpers import HelperFailed, run_helper, spawn_status
 from tests.unit.test_system import fake_program, make_ctx
 
 DECLARED = {c.name: c for c in load()}
@@ -44,6 +45,11 @@ class Rig:
         return power.PowerPaths(sbin=str(self.sbin), systemd_runtime=str(self.runtime),
                                 sys_power_state=str(self.state), search_path=str(self.bin))
 
+    def command(self, monkeypatch: pytest.MonkeyPatch, name: str, **args: str) -> None:
+        """Run the command ``name`` (guest-shutdown, guest-suspend-*) against this rig."""
+        monkeypatch.setattr(power_cmd, "PATHS", self.paths())
+        DECLARED[name].func(make_ctx(self.root / "state"), **args)
+
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Rig:
@@ -52,21 +58,22 @@ def rig(tmp_path: Path) -> Rig:
 
 # -- helper runners ---------------------------------------------------------------
 
+def helper_text(argv: List[str], **kwargs: object) -> str:
+    """The wire text of a failing run_helper (HelperFailed worded by the command layer)."""
+    with pytest.raises(HelperFailed) as err:
+        run_helper(argv, "act", **kwargs)  # type: ignore[arg-type]
+    return helper_error(err.value).desc
+
+
 def test_run_helper_texts(tmp_path: Path) -> None:
     run_helper(["/bin/true"], "test")
-    with pytest.raises(QgaError, match="^child process has failed to act: exit status 4$"):
-        run_helper(["/bin/sh", "-c", "exit 4"], "act")
-    with pytest.raises(QgaError) as err:
-        run_helper(["/bin/sh", "-c", "echo out; echo err >&2; exit 1"], "act")
-    assert err.value.desc == "child process has failed to act: out\nerr\n"  # merged, in order
-    with pytest.raises(QgaError, match="^child process has terminated abnormally: bye\n$"):
-        run_helper(["/bin/sh", "-c", "echo bye; kill -9 $$"], "act")
-    with pytest.raises(QgaError, match="^child process has terminated abnormally$"):
-        run_helper(["/bin/sh", "-c", "kill -9 $$"], "act")
-    with pytest.raises(QgaError) as err:
-        run_helper([str(tmp_path / "nope")], "act")
-    assert err.value.desc == f"child process has failed to act: failed to exec '{tmp_path / 'nope'}': " \
-                             "No such file or directory\n"
+    assert helper_text(["/bin/sh", "-c", "exit 4"]) == "child process has failed to act: exit status 4"
+    assert helper_text(["/bin/sh", "-c", "echo out; echo err >&2; exit 1"]) == \
+        "child process has failed to act: out\nerr\n"  # merged, in order
+    assert helper_text(["/bin/sh", "-c", "echo bye; kill -9 $$"]) == "child process has terminated abnormally: bye\n"
+    assert helper_text(["/bin/sh", "-c", "kill -9 $$"]) == "child process has terminated abnormally"
+    assert helper_text([str(tmp_path / "nope")]) == \
+        f"child process has failed to act: failed to exec '{tmp_path / 'nope'}': No such file or directory\n"
 
 
 def test_run_helper_stdin_session_and_timeout(tmp_path: Path) -> None:
@@ -75,8 +82,8 @@ def test_run_helper_stdin_session_and_timeout(tmp_path: Path) -> None:
                "act", input=b"user:secret\n")
     data, sid, pid = out.read_text().rsplit("\n", 3)[0:3]
     assert data == "user:secret" and sid.strip() == pid.strip()  # setsid(): own session
-    with pytest.raises(QgaError, match="timed out after 0.3 seconds"):
-        run_helper(["/bin/sh", "-c", "sleep 30"], "act", timeout=0.3)
+    assert helper_text(["/bin/sh", "-c", "sleep 30"], timeout=0.3) == \
+        "child process has failed to act: timed out after 0.3 seconds"
 
 
 def test_spawn_status(tmp_path: Path) -> None:
@@ -84,8 +91,10 @@ def test_spawn_status(tmp_path: Path) -> None:
     assert spawn_status(["no-such-program-qga"], env={"PATH": str(tmp_path)}) == -1
     plain = tmp_path / "plain"
     plain.write_text("x")
-    with pytest.raises(QgaError, match="^failed to create child process, error 'Failed to execute child process"):
+    with pytest.raises(HelperFailed) as err:
         spawn_status([str(plain)])
+    assert helper_error(err.value).desc == \
+        f"failed to create child process, error 'Failed to execute child process “{plain}” (Permission denied)'"
 
 
 # -- shutdown -----------------------------------------------------------------------
@@ -110,19 +119,21 @@ def test_shutdown_prefers_systemctl_under_systemd(rig: Rig) -> None:
     assert rig.calls() == ["systemctl reboot"]
 
 
-def test_shutdown_systemctl_failure_falls_back(rig: Rig) -> None:
+def test_shutdown_systemctl_failure_falls_back(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig.runtime.mkdir()
     rig.program(rig.bin, "systemctl", "echo no bus; exit 1")
     rig.program(rig.sbin, "shutdown", "echo busy; exit 2")
     with pytest.raises(QgaError) as err:
-        power.shutdown("powerdown", rig.paths())
+        rig.command(monkeypatch, "guest-shutdown", mode="powerdown")
     assert rig.calls() == ["systemctl poweroff", "shutdown -h -P +0 hypervisor initiated shutdown"]
     assert err.value.desc == "child process has failed to shutdown: busy\n"
 
 
-def test_shutdown_missing_programs(rig: Rig) -> None:
-    with pytest.raises(QgaError) as err:
+def test_shutdown_missing_programs(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(HelperFailed):
         power.shutdown("halt", rig.paths())
+    with pytest.raises(QgaError) as err:
+        rig.command(monkeypatch, "guest-shutdown", mode="halt")
     assert err.value.desc == ("child process has failed to shutdown: "
                               f"failed to exec '{rig.sbin}/shutdown': No such file or directory\n")
 
@@ -140,10 +151,13 @@ def test_shutdown_handler(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPa
 
 # -- suspend --------------------------------------------------------------------------
 
-def test_suspend_nothing_supported(rig: Rig) -> None:
+def test_suspend_nothing_supported(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     for mode in ("disk", "ram", "hybrid"):
-        with pytest.raises(QgaError, match="^the requested suspend mode is not supported by the guest$"):
+        with pytest.raises(power.SuspendError) as exc:
             power.suspend(mode, rig.paths())
+        assert exc.value.what == "unsupported"
+        with pytest.raises(QgaError, match="^the requested suspend mode is not supported by the guest$"):
+            rig.command(monkeypatch, f"guest-suspend-{mode}")
 
 
 @pytest.mark.parametrize("status", [1, 3])
@@ -161,17 +175,17 @@ def test_suspend_systemd_unit_missing_goes_to_pmutils(rig: Rig) -> None:
     assert rig.calls() == ["systemctl status systemd-hibernate", "pm-is-supported --hibernate", "pm-hibernate "]
 
 
-def test_suspend_systemd_failure_reported(rig: Rig) -> None:
+def test_suspend_systemd_failure_reported(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig.program(rig.bin, "systemctl", '[ "$1" = status ] && exit 3; exit 5')
     with pytest.raises(QgaError) as err:
-        power.suspend("ram", rig.paths())
+        rig.command(monkeypatch, "guest-suspend-ram")
     assert err.value.desc == "the helper program 'systemctl suspend' returned an unexpected exit status code (5)"
 
 
-def test_suspend_pmutils_program_missing(rig: Rig) -> None:
+def test_suspend_pmutils_program_missing(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig.program(rig.bin, "pm-is-supported")
     with pytest.raises(QgaError, match="^the helper program 'pm-suspend-hybrid' was not found$"):
-        power.suspend("hybrid", rig.paths())
+        rig.command(monkeypatch, "guest-suspend-hybrid")
 
 
 def test_suspend_sysfs(rig: Rig) -> None:
@@ -179,10 +193,10 @@ def test_suspend_sysfs(rig: Rig) -> None:
     power.suspend("ram", rig.paths())
     assert rig.state.read_text() == "mem"
     rig.state.write_text("freeze mem\n")
-    with pytest.raises(QgaError, match="not supported by the guest"):
-        power.suspend("disk", rig.paths())
-    with pytest.raises(QgaError, match="not supported by the guest"):
-        power.suspend("hybrid", rig.paths())  # no sysfs path for hybrid
+    for mode in ("disk", "hybrid"):  # no sysfs path for hybrid
+        with pytest.raises(power.SuspendError) as exc:
+            power.suspend(mode, rig.paths())
+        assert exc.value.what == "unsupported"
 
 
 def test_suspend_sysfs_write_failure(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,7 +212,7 @@ def test_suspend_sysfs_write_failure(rig: Rig, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(builtins, "open", read_only_open)
     with pytest.raises(QgaError) as err:
-        power.suspend("disk", paths)
+        rig.command(monkeypatch, "guest-suspend-disk")
     assert err.value.desc == f"suspend: cannot write to '{rig.state}': Permission denied"
 
 

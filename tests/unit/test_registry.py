@@ -153,3 +153,13 @@ def test_empty_allow_rpcs_from_the_command_line_and_the_file(tmp_path: Path) -> 
     for argv in (["-a", ""], ["-c", str(conf)], ["-c", str(conf), "-a", "", "-b", "guest-exec"]):
         registry = Registry.from_config(build_config(build_parser().parse_args(argv)), load())
         assert registry.policy_disabled() == (["guest-exec"] if "-b" in argv else []), argv
+
+
+def test_freeze_and_thaw_have_no_deadline_sync_ping_info_run_inline() -> None:
+    """README: abandoning a freeze or thaw half way would leave the guest in an unknown state, so
+    they have no deadline; guest-sync/-ping/-info never wait for the worker (the loop runs them)."""
+    decl = {c.name: c for c in load()}
+    for name in ("guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-thaw"):
+        assert decl[name].deadline is None and not decl[name].inline, name
+    assert sorted(n for n in ("guest-sync", "guest-sync-delimited", "guest-ping", "guest-info")
+                  if decl[n].inline) == ["guest-info", "guest-ping", "guest-sync", "guest-sync-delimited"]

@@ -298,9 +298,12 @@ def test_diskstats_live_between_two_reads() -> None:
             assert before[dev][key] <= live[dev][key] <= after[dev][key], (dev, key)
 
 
-def test_diskstats_open_error_text(tmp_path: Path) -> None:
-    with pytest.raises(QgaError) as exc:
+def test_diskstats_open_error_text(tmp_path: Path, ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError):
         diskstats.read_diskstats(str(tmp_path / "nope"))
+    monkeypatch.setattr(storage, "DISKSTATS", str(tmp_path / "nope"))
+    with pytest.raises(QgaError) as exc:
+        storage.get_diskstats(ctx)
     assert exc.value.desc == f"Could not open '{tmp_path / 'nope'}': No such file or directory"
 
 

@@ -1,6 +1,7 @@
 """Time, identity and load commands; os-release and utmp readers on fixtures."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -111,6 +112,28 @@ def test_get_osinfo_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert info["id"] == "qemu-ga-test"
 
 
+def test_get_osinfo_follows_every_change_of_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached reply is re-read whenever a candidate file changes, appears or goes."""
+    first, second = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
+    monkeypatch.delenv("QGA_OS_RELEASE", raising=False)
+    monkeypatch.setattr(system, "OS_RELEASE_PATHS", (str(first), str(second)))
+    ctx = make_ctx(tmp_path)
+    second.write_text("ID=usr\n")
+    assert system.get_osinfo(ctx)["id"] == "usr"
+    first.write_text("ID=etc\n")  # appears: it wins
+    assert system.get_osinfo(ctx)["id"] == "etc"
+    first.write_text("ID=etc2\n")  # same inode, new size and mtime
+    assert system.get_osinfo(ctx)["id"] == "etc2"
+    st = first.stat()
+    first.write_text("ID=etc3\n")  # same size; the mtime (ns) or ctime differs
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert system.get_osinfo(ctx)["id"] == "etc3"
+    first.unlink()
+    assert system.get_osinfo(ctx)["id"] == "usr"
+    monkeypatch.setenv("QGA_OS_RELEASE", str(OSREL / "qemu-test-os-release"))
+    assert system.get_osinfo(ctx)["id"] == "qemu-ga-test"
+
+
 def test_get_osinfo_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QGA_OS_RELEASE", raising=False)
     info = system.get_osinfo(make_ctx(tmp_path))
@@ -198,11 +221,28 @@ def test_set_time_invalid(tmp_path: Path, value: int) -> None:
         system.set_time(make_ctx(tmp_path), **validate("guest-set-time", {"time": value}))
 
 
-def test_set_time_small_negative_is_einval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_set_time_small_negative_is_einval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """-5 ns passes the year check (truncation), then settimeofday says EINVAL."""
     clock.check_time(-5)
-    with pytest.raises(QgaError, match="^Failed to set time to guest: Invalid argument$"):
+    with pytest.raises(OSError) as exc:
         clock.set_system_time(-5)
+    assert exc.value.errno == errno.EINVAL
+
+    def refused(time_ns: int) -> None:  # the command's wording, without touching the clock
+        raise exc.value
+
+    monkeypatch.setattr(clock, "set_system_time", refused)
+    with pytest.raises(QgaError, match="^Failed to set time to guest: Invalid argument$"):
+        system.set_time(make_ctx(tmp_path), time=-5)
+
+
+def test_set_time_too_large_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unreachable with a 64-bit time_t through the schema; the wording is still qemu-ga's."""
+    with pytest.raises(clock.InvalidTime) as exc:
+        clock.check_time(1 << 100)
+    assert exc.value.too_large
+    with pytest.raises(QgaError, match=f"^Time {1 << 100} is too large$"):
+        system.set_time(make_ctx(tmp_path), time=1 << 100)
 
 
 def test_set_time_args() -> None:

@@ -1106,7 +1106,8 @@ def ensure_rootfs_image(agent: str = "py", python: Optional[str] = None,
     h = hashlib.sha256()
     pkg = [p for p in sorted((repo / "qga").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
     h.update(" ".join(ROOTFS_SITE_PACKAGES).encode())
-    for p in pkg + [GUEST_DIR / "init.sh", Path(python)]:
+    # This file too: _stage_rootfs decides the image's layout.
+    for p in pkg + [GUEST_DIR / "init.sh", Path(python), Path(__file__)]:
         h.update(str(p).encode())
         st = p.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
@@ -1178,14 +1179,22 @@ def _stage_rootfs(stage: Path, python: str, prefix: Path, pyver: str, repo: Path
         os.symlink(target, str(stage / link))
     shutil.copy2("/bin/busybox", str(stage / "usr/bin/busybox"))
     for app in ["sh", "cat", "echo", "ls", "sleep", "date", "sync", "cut", "tr", "mkdir", "rm",
-                "mv", "cp", "uname", "ps", "grep", "sed", "id", "hwclock", "chpasswd", "dd", "head"]:
+                "mv", "cp", "uname", "ps", "grep", "sed", "id", "hwclock", "dd", "head"]:
         os.symlink("busybox", str(stage / "usr/bin" / app))
+    # Where qemu-ga (and we) run it from, as on Debian: guest-set-time's hwclock -w / -s.
+    os.symlink("../bin/busybox", str(stage / "usr/sbin/hwclock"))
     (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (stage / "etc/group").write_text("root:x:0:\n")
     (stage / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     os.chmod(str(stage / "etc/shadow"), 0o640)
     shutil.copy2("/etc/os-release", str(stage / "etc/os-release")) if Path("/etc/os-release").exists() else None
-    bins = [Path("/usr/sbin/qemu-ga"), Path(python)]
+    # Debian's busybox has no chpasswd: the host's, with the PAM stack it runs
+    # (guest-set-user-password), as a Debian guest has it.
+    pam = Path("/lib/x86_64-linux-gnu/security")
+    bins = [Path("/usr/sbin/qemu-ga"), Path(python), Path("/usr/sbin/chpasswd"),
+            pam / "pam_unix.so", pam / "pam_deny.so", pam / "pam_permit.so"]
+    for conf in ["/etc/pam.d/chpasswd", "/etc/pam.d/common-password", "/etc/login.defs"]:
+        _copy_into(stage, Path(conf))
     for b in bins:
         _copy_into(stage, b)
         for lib in _ldd(b.resolve()):
