@@ -92,12 +92,12 @@ _BIG = 1 << 16
 #: Member names with their ``": "``, written once per process: replies use a
 #: small fixed set of names (bounded, as ids and unknown keys may be anything).
 _KEY_TEXT: Dict[str, str] = {}
-_KEY_TEXT_MAX = 4096
+_KEY_TEXT_MAX = 1024
 
 
 def _key_text(key: str) -> str:
     text = _string(key) + ": "
-    if len(_KEY_TEXT) < _KEY_TEXT_MAX and len(key) <= 64:
+    if len(_KEY_TEXT) < _KEY_TEXT_MAX and len(key) <= 32:
         _KEY_TEXT[key] = text
     return text
 
