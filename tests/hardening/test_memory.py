@@ -92,6 +92,17 @@ def exchange(conn: Conn, data: bytes) -> List[dict]:
     return [parse_reply_line(line) for line in lines]
 
 
+def rss_settled(pid: int, below_kib: int, seconds: float = 30) -> int:
+    """RSS of ``pid`` once it is below ``below_kib``, or after ``seconds``:
+    the agent gives freed memory back shortly after heavy traffic, not at once."""
+    deadline = time.monotonic() + seconds
+    now = rss_kib(pid)
+    while now >= below_kib and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = rss_kib(pid)
+    return now
+
+
 def check_ping(conn: Conn) -> None:
     """The agent keeps serving."""
     assert conn.request({"execute": "guest-ping", "id": "alive"}, 60) == {"return": {}, "id": "alive"}
@@ -120,8 +131,8 @@ def test_rejected_input_repeated(agent: AgentProcess, name: str) -> None:
     before = rss_kib(agent.pid)
     for _ in range(repeats):
         once()
-    after = rss_kib(agent.pid)
     check_ping(conn)
+    after = rss_settled(agent.pid, before + REPEAT_LIMIT_KIB)
     print(f"memory: {name}: RSS {before} -> {after} KiB over {repeats} repetitions")
     assert after - before < REPEAT_LIMIT_KIB, f"{name}: RSS grew from {before} to {after} KiB"
 
@@ -184,8 +195,8 @@ def test_fuzz_run_memory_flat(agent: AgentProcess) -> None:
         exchange(conn, fuzz_input(rng, valid))
         if i + 1 == inputs // 10:
             early = rss_kib(agent.pid)
-    end = rss_kib(agent.pid)
     check_ping(conn)
+    end = rss_settled(agent.pid, early + FUZZ_LIMIT_KIB)
     print(f"memory: fuzz {inputs} inputs: RSS after 10 % {early} KiB, at the end {end} KiB")
     assert end - early < FUZZ_LIMIT_KIB, f"RSS grew from {early} to {end} KiB"
 
@@ -206,11 +217,6 @@ def test_rss_back_near_idle_after_large_request(agent: AgentProcess) -> None:
         assert conn.request(b'{"execute": "guest-ping", "id": "' + big.encode() + b'"}', 60) \
             == {"return": {}, "id": big}
     check_ping(conn)
-    # Memory is given back shortly after the reply: poll, bounded.
-    deadline = time.monotonic() + 30
-    now = rss_kib(agent.pid)
-    while now - idle >= IDLE_SLACK_KIB and time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = rss_kib(agent.pid)
+    now = rss_settled(agent.pid, idle + IDLE_SLACK_KIB)
     print(f"memory: idle {idle} KiB, after 8 + 4 MiB requests {now} KiB")
     assert now - idle < IDLE_SLACK_KIB, f"RSS {now} KiB stays above idle {idle} KiB"
