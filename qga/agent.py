@@ -9,10 +9,10 @@ import signal
 import sys
 from typing import Optional
 
-from qga.errors import InternalError
-from qga import sdnotify
+from qga import memtrim, sdnotify
 from qga.command import start_hooks
 from qga.commands import load as load_commands
+from qga.errors import InternalError
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
@@ -31,6 +31,10 @@ RETRY_INTERVAL = 5.0  # seconds between channel attempts with -r (qemu-ga's QGA_
 MAX_BACKLOG = 1024
 #: ... and read again once the queue is this short.
 RESUME_BACKLOG = 64
+#: After this much traffic (bytes read plus written) give freed memory back
+#: to the system, TRIM_DELAY seconds later (once the replies have left).
+TRIM_TRAFFIC = 4 << 20
+TRIM_DELAY = 1.0
 
 FROZEN_AT_START = (
     "previous instance appears to have exited with frozen filesystems. deferring "
@@ -112,6 +116,8 @@ class Agent:
         self._listen_fd: Optional[int] = None
         self._method = config.method
         self._paused = False
+        self._traffic = 0
+        self._trim_pending = False
 
     # -- start-up ----------------------------------------------------------------
     def _load_state(self) -> None:
@@ -210,13 +216,26 @@ class Agent:
         if self.dispatcher.backlog > MAX_BACKLOG and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+        self._count_traffic(len(data))
 
     def _send(self, data: bytes) -> None:
+        self._count_traffic(len(data))
         if self.transport is not None:
             self.transport.write(data)
             if self._paused and self.dispatcher.backlog < RESUME_BACKLOG:
                 self._paused = False
                 self.transport.resume_reading()
+
+    def _count_traffic(self, size: int) -> None:
+        self._traffic += size
+        if self._traffic >= TRIM_TRAFFIC and not self._trim_pending:
+            self._trim_pending = True
+            self.loop.call_later(TRIM_DELAY, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_pending = False
+        self._traffic = 0
+        memtrim.release()
 
     def _housekeeping(self, interval: float) -> None:
         sdnotify.watchdog_ping()

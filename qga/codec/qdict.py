@@ -10,6 +10,10 @@ from typing import Dict, Iterable, List, Tuple
 
 _BUCKETS = 512
 _CACHE_MAX = 4096  # replies and requests use a small, fixed set of shapes
+#: Only shapes this small are cached: keys come from the host too (request
+#: members, object ids echoed back), and a cache full of megabyte keys would
+#: hold on to them for ever.
+_CACHE_KEY_CHARS = 256
 _order_cache: Dict[Tuple[str, ...], Tuple[str, ...]] = {}
 
 
@@ -31,6 +35,6 @@ def member_order(keys: Iterable[str]) -> Tuple[str, ...]:
         for k in keys:
             buckets.setdefault(qdict_key_hash(k) % _BUCKETS, []).insert(0, k)
         order = tuple(k for b in sorted(buckets) for k in buckets[b])
-        if len(_order_cache) < _CACHE_MAX:
+        if len(_order_cache) < _CACHE_MAX and sum(map(len, keys)) <= _CACHE_KEY_CHARS:
             _order_cache[keys] = order
     return order
