@@ -280,7 +280,7 @@ def _hook_py(sd: SdGuest) -> Dict[str, Any]:
     one["thawed"] = sd.agent().execute("guest-fsfreeze-thaw", timeout=60)
     one["hook lines"] = _hook_lines(sd, off)
     one["hook journal"] = [r["MESSAGE"] for r in sd.journal("SYSLOG_IDENTIFIER=qemu-ga-fsfreeze-hook")
-                           if "51-hang freeze" in r.get("MESSAGE", "")][-2:]
+                           if "51-hang freeze" in r.get("MESSAGE", "")][-1:]
     # A script leaves a process holding its output open: the hook itself hangs waiting
     # for that output, beyond any per-script limit, until fsfreeze-hook-timeout.
     sd.sh(f"echo '51-hang detach' > {HANG_FILE}")
