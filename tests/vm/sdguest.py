@@ -137,13 +137,13 @@ def host_prerequisites() -> None:
                 + " (the guest's root is the host's /)")
 
 
-def boot(artifacts: vmlib.Artifacts, name: str = "systemd") -> SdGuest:
+def boot(artifacts: vmlib.Artifacts, name: str = "systemd", timeout: float = BOOT_TIMEOUT) -> SdGuest:
     """Boot a systemd guest until qemu-ga-py.service is active and synced (one retry)."""
     host_prerequisites()
     for attempt in (1, 2):
         g = vmlib.Guest("py", init="systemd", python=GUEST_PYTHON, artifacts=artifacts, name=name)
         try:
-            return _boot(g)
+            return _boot(g, timeout)
         except Exception:
             # A silent hang before systemd even started (TCG on a starved host) gets
             # one more try, as for the other tier guests; anything later does not.
@@ -153,14 +153,14 @@ def boot(artifacts: vmlib.Artifacts, name: str = "systemd") -> SdGuest:
     raise AssertionError("unreachable")
 
 
-def _boot(g: vmlib.Guest) -> SdGuest:
+def _boot(g: vmlib.Guest, timeout: float) -> SdGuest:
     s = SdGuest(g)
     try:
-        g.boot(wait_agent=False, timeout=BOOT_TIMEOUT)
-        g.wait_console(r"qga-vm: init: switching to systemd", BOOT_TIMEOUT)
+        g.boot(wait_agent=False, timeout=timeout)
+        g.wait_console(r"qga-vm: init: switching to systemd", timeout)
         s.timings["systemd exec"] = time.monotonic() - g.started_at
         m = s.wait_mon(lambda m: m.active == "active" and m.port, 0, "active qemu-ga-py.service",
-                       timeout=max(10.0, BOOT_TIMEOUT - (time.monotonic() - g.started_at)))
+                       timeout=max(10.0, timeout - (time.monotonic() - g.started_at)))
         s.timings["service active"] = time.monotonic() - g.started_at
         s.boot_pid = m.pid
         s.agent(timeout=30)
