@@ -415,6 +415,8 @@ def test_kill9_while_frozen_thaws_at_the_original_deadline(fz: SdGuest, tmp_path
         f"the restarted agent did not come up frozen\n{out}"
     rec = py["auto-thaw"]
     assert rec is not None and int(rec["_PID"]) == py["new pid"], f"no auto-thaw by the restarted agent\n{out}"
+    assert rec.get("QGA_FROZEN_SINCE") not in (None, "None"), \
+        f"the restarted agent did not know when the freeze began\n{out}"
     since, deadline, thawed_at = (float(rec[k]) for k in ("QGA_FROZEN_SINCE", "QGA_DEADLINE", "QGA_THAWED_AT"))
     # The restarted agent kept the original freeze's deadline: counted from a start before
     # the kill (and its own start), not from its own start.
@@ -460,6 +462,11 @@ class PoweroffWatch:
         """Wait for the outcome; the console lines of the shutdown that concern the agents."""
         self.thread.join(HANG_LIMIT + 90)
         text = ANSI.sub("", self.g.console()[self.start:]).replace("\r", "")
+        m = re.search(r"qga-vm-act: stopped t=([\d.]+) (.*)", text)
+        if m:
+            self.facts["agent stopped at t"] = float(m.group(1))
+            self.facts["agent unit once stopped"] = dict(kv.split("=", 1) for kv in m.group(2).split()
+                                                         if "=" in kv)
         self.facts["console"] = [line.strip() for line in text.splitlines()
                                  if SHUTDOWN_LINE.search(line)][-12:]
         if "hung" in self.facts:
@@ -474,6 +481,10 @@ def _poweroff_start(sd: SdGuest, agent: str) -> "tuple[Dict[str, Any], PoweroffW
     f: Dict[str, Any] = {"root": sd.sh("awk '$2 == \"/\" {t = $3} END {print t}' /proc/mounts").strip()}
     f["root freezable"] = sd.sh("fsfreeze --freeze / 2>&1; rc=$?; [ $rc = 0 ] && fsfreeze --unfreeze /; "
                                 "echo rc=$rc").strip().splitlines()[-1] == "rc=0"
+    # Reports how the agent's unit stopped, from the shutdown itself (see the unit file).
+    witness = f"qga-vm-stop-witness@{AGENT_UNIT[agent][:-len('.service')]}.service"
+    sd.sh(f"install -m 644 '{HELPERS}/qga-vm-stop-witness@.service' /run/systemd/system/ && "
+          f"systemctl daemon-reload && systemctl start '{witness}'")
     off = sd.offset()
     Scheduler(sd).at(3, "/run/qga-vm/act.sh", "poweroff")
     f["frozen"] = sd.agent().execute("guest-fsfreeze-freeze", timeout=60)
@@ -482,6 +493,9 @@ def _poweroff_start(sd: SdGuest, agent: str) -> "tuple[Dict[str, Any], PoweroffW
 
 def test_poweroff_while_frozen(fz: SdGuest, vm_artifacts: vmlib.Artifacts, tmp_path: Path) -> None:
     """`systemctl poweroff` with the data filesystems frozen: qemu-ga-py's guest powers off.
+
+    qemu-ga-py thaws on SIGTERM and exits: its unit stops with Result=success and
+    the filesystems thawed (a witness unit ordered to stop after it says so).
 
     qemu-ga goes first, in the shared guest (ending it); qemu-ga-py's guest is
     booted while qemu-ga's shutdown runs its course.
@@ -509,4 +523,10 @@ def test_poweroff_while_frozen(fz: SdGuest, vm_artifacts: vmlib.Artifacts, tmp_p
         out.put("c", c)
         out.show()
     assert py["frozen"] == 2, f"freeze-all should have frozen both data disks\n{out}"
+    stopped = py.get("agent unit once stopped", {})
+    # SIGTERM while frozen: the agent thawed and exited by itself (no stop timeout, no SIGKILL).
+    assert (stopped.get("Result"), stopped.get("ExecMainStatus")) == ("success", "0"), \
+        f"qemu-ga-py did not stop cleanly at the poweroff\n{out}"
+    assert stopped.get(vmlib.MNT_EXT4) == stopped.get(vmlib.MNT_XFS) == "thawed", \
+        f"the data filesystems were still frozen once qemu-ga-py had stopped\n{out}"
     assert "powered off after s" in py, f"qemu-ga-py's guest did not power off\n{out}"
