@@ -557,8 +557,9 @@ def test_poweroff_while_frozen(fz: SdGuest, second_guest: BackgroundBoot, tmp_pa
     c_watch: Optional[PoweroffWatch] = None
     c: Dict[str, Any] = {}
     try:
+        stop_timeout = fz.show(REF_UNIT, "TimeoutStopUSec")["TimeoutStopUSec"]  # before the freeze
         c, c_watch = _poweroff_start(fz, "c")
-        c["TimeoutStopSec"] = fz.show(REF_UNIT, "TimeoutStopUSec")["TimeoutStopUSec"]
+        c["TimeoutStopSec"] = stop_timeout
     except Exception as e:  # noqa: BLE001 - qemu-ga's outcome is recorded, not asserted
         c["error"] = f"{type(e).__name__}: {e}"[:2000]
     try:
