@@ -35,6 +35,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import pytest
 
+from tests.prereq import require
 from tests.vm import sdguest, vmlib
 from tests.vm.sdguest import GUEST_PYTHON, REF_UNIT, UNIT, SdGuest
 
@@ -161,6 +162,9 @@ def sha256(sd: SdGuest, path: str) -> str:
 
 def install_helpers(sd: SdGuest) -> None:
     """The scheduled helpers and the writers' source, in any systemd guest."""
+    missing = sd.sh("for t in fsfreeze setsid timeout sha256sum systemd-cat; do "
+                    "command -v $t > /dev/null || echo $t; done").split()
+    require(f"the guest's root (the host's /) lacks {', '.join(missing)}" if missing else None)
     sd.sh(f"install -m 755 {HELPERS}/act.sh {HELPERS}/writer.sh /run/qga-vm/ && mkdir -p {HOOK_DIR} && "
           f"head -c 3M /dev/urandom > {SRC}")
 
