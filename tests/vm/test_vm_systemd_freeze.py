@@ -24,6 +24,7 @@ background once the kill -9 test no longer needs the host's CPUs for timing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -97,16 +98,17 @@ class Outcome:
 class Scheduler:
     """Transient units that act while the agent refuses guest-exec (frozen)."""
 
+    # Unit names stay unique in a guest: a failed transient unit stays loaded.
+    names = itertools.count(1)
+
     def __init__(self, sd: SdGuest) -> None:
         self.sd = sd
-        self.n = 0
 
     def at(self, delay: float, *argv: str) -> float:
         """Run ``argv`` ``delay`` s from now (systemd-run timer); returns the guest uptime now."""
-        self.n += 1
         words = " ".join(argv)
-        out = self.sd.sh(f"systemd-run --quiet --on-active={delay:g} --unit=qga-vm-fz{self.n} {words}"
-                         " && cut -d' ' -f1 /proc/uptime")
+        out = self.sd.sh(f"systemd-run --quiet --on-active={delay:g} --unit=qga-vm-fz{next(self.names)} "
+                         f"{words} && cut -d' ' -f1 /proc/uptime")
         return float(out.split()[-1])
 
 
