@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from tests.prereq import in_ci, require
-from tests.vm import scenarios, vmlib
+from tests.vm import scenarios, sdguest, vmlib
 
 _UNAVAILABLE: List[str] = []
 PY_BOOT_TIMEOUT = float(os.environ.get("QGA_VM_PY_BOOT_TIMEOUT", "120"))
@@ -175,3 +175,15 @@ def ref_power_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
 def py_power_guest(_shared_guests: Dict[str, _Shared]) -> vmlib.Guest:
     """qemu-ga-py in a guest with an ext4 root, shared by the power tests (see ref_power_guest)."""
     return _shared_guests["py-power"].get()
+
+
+@pytest.fixture(scope="session")
+def sd(vm_artifacts: vmlib.Artifacts) -> Iterator[sdguest.SdGuest]:
+    """The systemd guest, booted once per session; the agent is active and synced.
+
+    test_vm_systemd.py uses it first (its tests look at the boot-time agent),
+    test_vm_systemd_freeze.py after it and powers it off at the end.
+    """
+    s = sdguest.boot(vm_artifacts)
+    yield s
+    s.g.close()
