@@ -25,7 +25,7 @@ REF_UNIT = "qemu-guest-agent.service"
 DEV_UNIT = r"dev-virtio\x2dports-org.qemu.guest_agent.0.device"
 PORT = "/dev/virtio-ports/" + vmlib.AGENT_PORT_NAME
 GUEST_PYTHON = "/usr/bin/python3"
-BOOT_TIMEOUT = float(os.environ.get("QGA_VM_SYSTEMD_BOOT_TIMEOUT", "180"))
+BOOT_TIMEOUT = float(os.environ.get("QGA_VM_SYSTEMD_BOOT_TIMEOUT", "300"))
 STATE_TIMEOUT = 60.0
 
 # Host files the guest root needs (the guest's root is the host's / over 9p).
