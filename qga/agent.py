@@ -31,9 +31,9 @@ RETRY_INTERVAL = 5.0  # seconds between channel attempts with -r (qemu-ga's QGA_
 MAX_BACKLOG = 1024
 #: ... and read again once the queue is this short.
 RESUME_BACKLOG = 64
-#: After this much traffic (bytes read plus written) give freed memory back
-#: to the system, TRIM_DELAY seconds later (once the replies have left).
-TRIM_TRAFFIC = 4 << 20
+#: After traffic (bytes read plus written) give freed memory back to the
+#: system, TRIM_DELAY seconds later (once the replies have left); pending
+#: trims coalesce, so there is at most one a second under any load.
 TRIM_DELAY = 1.0
 
 FROZEN_AT_START = (
@@ -116,7 +116,6 @@ class Agent:
         self._listen_fd: Optional[int] = None
         self._method = config.method
         self._paused = False
-        self._traffic = 0
         self._trim_pending = False
 
     # -- start-up ----------------------------------------------------------------
@@ -216,25 +215,23 @@ class Agent:
         if self.dispatcher.backlog > MAX_BACKLOG and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._count_traffic(len(data))
+        self._note_traffic()
 
     def _send(self, data: bytes) -> None:
-        self._count_traffic(len(data))
+        self._note_traffic()
         if self.transport is not None:
             self.transport.write(data)
             if self._paused and self.dispatcher.backlog < RESUME_BACKLOG:
                 self._paused = False
                 self.transport.resume_reading()
 
-    def _count_traffic(self, size: int) -> None:
-        self._traffic += size
-        if self._traffic >= TRIM_TRAFFIC and not self._trim_pending:
+    def _note_traffic(self) -> None:
+        if not self._trim_pending:
             self._trim_pending = True
             self.loop.call_later(TRIM_DELAY, self._trim)
 
     def _trim(self) -> None:
         self._trim_pending = False
-        self._traffic = 0
         memtrim.release()
 
     def _housekeeping(self, interval: float) -> None:

@@ -9,9 +9,10 @@ heap.  ctypes is loaded on first use only: it costs start-up time.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Callable, Union
 
-_trim: Optional[Any] = None
+#: malloc_trim once looked up; False when the C library has none.
+_trim: Union[None, bool, Callable[[int], int]] = None
 
 
 def release() -> None:
@@ -23,5 +24,5 @@ def release() -> None:
             _trim = ctypes.CDLL(None).malloc_trim
         except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
             _trim = False
-    if _trim:
+    if callable(_trim):
         _trim(0)

@@ -47,6 +47,10 @@ class Conn:
         """Received bytes not read yet."""
         return self.client.buffered
 
+    def take_buffer(self) -> bytes:
+        """Received bytes not read yet, consumed (for tests that read the socket themselves)."""
+        return self.client.take_buffered()
+
     @contextlib.contextmanager
     def _test_errors(self) -> Iterator[None]:
         try:

@@ -185,6 +185,12 @@ class AgentClient:
         """What has been received and not consumed yet."""
         return bytes(self._rbuf[self._start:self._end])
 
+    def take_buffered(self) -> bytes:
+        """What has been received and not consumed yet, consumed."""
+        data = self.buffered
+        self._consume(self._end)
+        return data
+
     def _consume(self, end: int) -> None:
         """Drop the buffered bytes before index ``end``."""
         self._start = end
