@@ -38,7 +38,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating virtualenv $VENV"
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,systemd]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,systemd,fast]"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 # Coverage-guided fuzzing; its test names the reason if the wheel cannot be had.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \

@@ -16,12 +16,12 @@ memory speed; a regex fix-up runs only when the output contains ``\\u``.
 """
 from __future__ import annotations
 
-import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
 from typing import Any, Dict, Union
 
+from qga import qbase64
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
@@ -81,7 +81,7 @@ def base64_text(data: Union[bytes, bytearray, memoryview]) -> bytes:
     quotes, so a big ``buf-b64``/``out-data`` skips the decode to str, the
     re-encode and a copy (up to 64 MiB each).
     """
-    return binascii.b2a_base64(data, newline=False)
+    return qbase64.encode(data)
 
 
 # Bytes a string may hold that need no escaping at all.
