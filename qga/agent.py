@@ -16,7 +16,7 @@ from qga.errors import InternalError
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.codec import JsonStreamParser
+from qga.codec import JsonStreamParser, Reply
 from qga.log import LogSetup
 from qga.loop import Loop
 from qga.registry import Registry
@@ -218,8 +218,8 @@ class Agent:
             self.transport.pause_reading()
         self._count_traffic(len(data))
 
-    def _send(self, data: bytes) -> None:
-        self._count_traffic(len(data))
+    def _send(self, data: Reply) -> None:
+        self._count_traffic(len(data) if isinstance(data, bytes) else sum(map(len, data)))
         if self.transport is not None:
             self.transport.write(data)
             if self._paused and self.dispatcher.backlog < RESUME_BACKLOG:

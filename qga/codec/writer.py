@@ -19,14 +19,17 @@ from __future__ import annotations
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Sequence, Union
 
 from qga import qbase64
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["OutOfRangeNumber", "base64_text", "dumps"]
+__all__ = ["OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
+
+#: A serialised reply: bytes, or pieces whose concatenation it is (see :func:`dump_pieces`).
+Reply = Union[bytes, Sequence[bytes]]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
@@ -214,8 +217,7 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             return
 
 
-def dumps(obj: Any) -> bytes:
-    """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
+def _pieces(obj: Any) -> list:
     out: list[Any] = []   # str pieces, and bytes for big verbatim strings
     try:
         _write(obj, out)
@@ -223,7 +225,39 @@ def dumps(obj: Any) -> bytes:
         out = []
         _write_deep(obj, out)
     out.append("\n")
+    return out
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
+    out = _pieces(obj)
     if b'"' in out:
         return b"".join(p if isinstance(p, bytes) else p.encode("ascii") for p in out)
     # Everything is ASCII by now; encoding a compact ASCII str is a memcpy.
     return "".join(out).encode("ascii")
+
+
+def dump_pieces(obj: Any) -> Reply:
+    """:func:`dumps` as pieces whose concatenation is its result.
+
+    Text handed over as bytes (base64 of file data, up to 64 MiB) stays a
+    piece of its own, so the channel can send it with ``writev`` instead of
+    copying it into one joined reply; the small parts around it are joined.
+    Without big text the result is plain bytes.
+    """
+    out = _pieces(obj)
+    if b'"' not in out:
+        return "".join(out).encode("ascii")
+    pieces: List[bytes] = []
+    small: List[str] = []
+    for p in out:
+        if type(p) is not bytes:
+            small.append(p)
+        elif len(p) < _BIG:
+            small.append(p.decode("ascii"))   # _write checked it is printable ASCII
+        else:
+            pieces.append("".join(small).encode("ascii"))
+            pieces.append(p)
+            small = []
+    pieces.append("".join(small).encode("ascii"))
+    return pieces if len(pieces) > 1 else pieces[0]
