@@ -322,3 +322,23 @@ def test_no_accel_environment_forces_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", "from qga import qbase64; print(qbase64.backend())"],
                          env=dict(os.environ, QGA_NO_ACCEL="1"), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "binascii"
+
+
+def test_reads_reuse_the_handle_buffer(tmp_path) -> None:
+    from qga.guestfile import GuestFile
+
+    path = tmp_path / "blob"
+    data = os.urandom(3 << 20)
+    path.write_bytes(data)
+    gfile = GuestFile.open(str(path), "r")
+    try:
+        first, eof = gfile.read(1 << 20)
+        assert bytes(first) == data[:1 << 20] and not eof
+        second, _ = gfile.read(1 << 20)
+        assert second.obj is first.obj            # the same buffer, filled again
+        assert bytes(second) == data[1 << 20:2 << 20]
+        small, _ = gfile.read(10)
+        assert small.obj is not first.obj         # a small read does not pin the big buffer
+        assert bytes(small) == data[2 << 20:(2 << 20) + 10]
+    finally:
+        gfile.close()
