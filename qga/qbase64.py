@@ -70,7 +70,8 @@ def decode(text: Union[str, bytes]) -> bytes:
         # multiple of four, padding at the end), on which glib agrees; it
         # also checks the alphabet, so well-formed input costs one pass.
         try:
-            return accel.b64decode(text, validate=True)
+            decoded: bytes = accel.b64decode(text, validate=True)
+            return decoded
         except ValueError:  # binascii.Error
             pass
     if isinstance(text, str):

@@ -217,8 +217,8 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             return
 
 
-def _pieces(obj: Any) -> list:
-    out: list[Any] = []   # str pieces, and bytes for big verbatim strings
+def _pieces(obj: Any) -> List[Any]:
+    out: List[Any] = []   # str pieces, and bytes for big verbatim strings
     try:
         _write(obj, out)
     except RecursionError:

@@ -112,7 +112,7 @@ class Transport:
         A reply in pieces (a 64 MiB file read: head, base64, tail) leaves in
         one ``writev`` of the pieces, never joined into one more copy.
         """
-        if type(data) is bytes:
+        if isinstance(data, bytes):
             views = [memoryview(data)]
             size = len(data)
         else:
