@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from qga import qbase64
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
+__all__ = ["Base64Pieces", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
 
 #: A serialised reply: bytes, or pieces whose concatenation it is (see :func:`dump_pieces`).
 Reply = Union[bytes, Sequence[bytes]]
@@ -87,6 +87,20 @@ def base64_text(data: Union[bytes, bytearray, memoryview]) -> bytes:
     return qbase64.encode(data)
 
 
+class Base64Pieces(Tuple[bytes, ...]):
+    """One reply string given as the base64 of consecutive chunks of data.
+
+    Each piece is :func:`base64_text` of a chunk whose length is a multiple
+    of three (the last excepted), so the pieces concatenate to the base64 of
+    the whole.  A big guest-file-read encodes chunk by chunk into these: the
+    data is never held whole beside its base64.  The writer puts the pieces
+    between quotes as they are, without a scan: our encoder's alphabet needs
+    no escaping.
+    """
+
+    __slots__ = ()
+
+
 # Bytes a string may hold that need no escaping at all.
 _SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
 _BIG = 1 << 16
@@ -113,6 +127,10 @@ def _write(obj: Any, out: list[Any]) -> None:
             raise TypeError("bytes in a reply must be printable ASCII without quotes or backslashes")
         out.append(b'"')
         out.append(obj)
+        out.append(b'"')
+    elif type(obj) is Base64Pieces:
+        out.append(b'"')
+        out.extend(obj)
         out.append(b'"')
     elif isinstance(obj, str):
         if len(obj) > _BIG and obj.isascii():

@@ -101,3 +101,16 @@ def test_big_verbatim_text_stays_a_piece_of_its_own() -> None:
     small = {"return": {"count": 3, "buf-b64": base64_text(b"abc"), "eof": True}}
     assert dump_pieces(small) == dumps(small)      # short text: one bytes object
     assert dump_pieces({"return": "text"}) == dumps({"return": "text"})
+
+
+def test_base64_in_pieces_is_one_string_and_leaves_as_its_pieces() -> None:
+    from qga.codec import Base64Pieces, base64_text, dump_pieces
+
+    data = os.urandom(3 * 100_000 + 7)
+    pieces = Base64Pieces([base64_text(data[:150_000]), base64_text(data[150_000:])])
+    reply = {"return": {"count": len(data), "buf-b64": pieces, "eof": True}}
+    whole = {"return": {"count": len(data), "buf-b64": base64_text(data), "eof": True}}
+    assert dumps(reply) == dumps(whole)
+    out = dump_pieces(reply)
+    assert b"".join(out) == dumps(whole)
+    assert out[1] is pieces[0] and out[2] is pieces[1]   # not copied into a joined reply
