@@ -274,8 +274,9 @@ def dump_pieces(obj: Any) -> Reply:
         elif len(p) < _BIG:
             small.append(p.decode("ascii"))   # _write checked it is printable ASCII
         else:
-            pieces.append("".join(small).encode("ascii"))
+            if small:
+                pieces.append("".join(small).encode("ascii"))
+                small = []
             pieces.append(p)
-            small = []
     pieces.append("".join(small).encode("ascii"))
     return pieces if len(pieces) > 1 else pieces[0]
