@@ -16,7 +16,7 @@ from qga.errors import InternalError
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.codec import JsonStreamParser
+from qga.codec import JsonStreamParser, Reply
 from qga.log import LogSetup
 from qga.loop import Loop
 from qga.registry import Registry
@@ -217,7 +217,7 @@ class Agent:
             self.transport.pause_reading()
         self._note_traffic()
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: Reply) -> None:
         self._note_traffic()
         if self.transport is not None:
             self.transport.write(data)

@@ -17,8 +17,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from qga.context import AUDIT_SCOPE, Context, audit_log
 from qga.errors import QgaError
-from qga.codec import JsonParseError
-from qga.codec import dumps
+from qga.codec import JsonParseError, Reply, dump_pieces, dumps
 from qga.codec.qdict import member_order
 from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
@@ -29,7 +28,7 @@ _NO_ID = object()
 _NO_ARGS: Dict[str, Any] = {}  # read only: validators never modify their input
 
 
-def _encode_return(result: Any, rid: Any) -> bytes:
+def _encode_return(result: Any, rid: Any) -> Reply:
     """``{"return": RESULT[, "id": ID]}`` + newline, as :func:`dumps` writes it.
 
     QDict order puts "return" before "id"; the common shapes (no result, an
@@ -39,8 +38,8 @@ def _encode_return(result: Any, rid: Any) -> bytes:
         value = b"{}"
     elif type(result) is int:
         value = int.__repr__(result).encode()
-    else:  # one pass of the writer: a big result (file data) is not copied again
-        return dumps({"return": result}) if rid is _NO_ID else dumps({"return": result, "id": rid})
+    else:  # one pass of the writer; a big result (file data) stays a piece of its own
+        return dump_pieces({"return": result} if rid is _NO_ID else {"return": result, "id": rid})
     if rid is _NO_ID:
         return b'{"return": ' + value + b"}\n"
     if type(rid) is int:
@@ -105,7 +104,7 @@ def audit_record(cmd: Command, kwargs: Dict[str, Any], result: str,
     audit_log.info("audit: %s", cmd.name, extra={"qga_fields": fields})
 
 
-def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) -> Optional[bytes]:
+def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) -> Optional[Reply]:
     """Call the handler and encode its reply (None: nothing to send).
 
     An ``audit=True`` command yields exactly one audit record, written here
@@ -125,7 +124,7 @@ def run_command(ctx: Context, cmd: Command, kwargs: Dict[str, Any], rid: Any) ->
 
 
 def _call(ctx: Context, cmd: Command, kwargs: Dict[str, Any],
-          rid: Any) -> Tuple[Optional[bytes], Optional[str]]:
+          rid: Any) -> Tuple[Optional[Reply], Optional[str]]:
     """(reply, error desc or None)."""
     try:
         result = cmd.func(ctx, **kwargs)
@@ -138,13 +137,15 @@ def _call(ctx: Context, cmd: Command, kwargs: Dict[str, Any],
     if not cmd.success_response:
         return None, None
     reply = _encode_return(result, rid)
-    return (cmd.reply_prefix + reply if cmd.reply_prefix else reply), None
+    if cmd.reply_prefix:
+        reply = cmd.reply_prefix + reply if type(reply) is bytes else [cmd.reply_prefix, *reply]
+    return reply, None
 
 
 class Dispatcher:
     """Runs requests in arrival order and sends each reply through ``send``."""
 
-    def __init__(self, ctx: Context, send: Callable[[bytes], None],
+    def __init__(self, ctx: Context, send: Callable[[Reply], None],
                  default_deadline: float = 60.0) -> None:
         """``default_deadline``: seconds for commands declared with COMMAND_TIMEOUT."""
         self.ctx = ctx
@@ -192,7 +193,7 @@ class Dispatcher:
                 continue
             self._start(cmd, kwargs, rid)
 
-    def _reply(self, data: Optional[bytes]) -> None:
+    def _reply(self, data: Optional[Reply]) -> None:
         if data is not None:
             self.send(data)
 
@@ -212,7 +213,7 @@ class Dispatcher:
         self.worker.submit(lambda: run_command(self.ctx, cmd, kwargs, rid),
                            lambda data: self._finished(job, data))
 
-    def _finished(self, job: int, data: Optional[bytes]) -> None:
+    def _finished(self, job: int, data: Optional[Reply]) -> None:
         if self._busy is None or self._busy[0] != job:
             log.warning("discarding the late reply of an abandoned command")
             return

@@ -204,6 +204,9 @@ class Loop:
                 with self._lock:
                     callback, args = self._pending.popleft()
                 self._run(callback, args)
+                # Let go now: a worker's result (a 64 MiB file read) would
+                # otherwise stay alive until the next callback, beside the next one.
+                del callback, args
 
     def close(self) -> None:
         """Release the loop's own descriptors."""

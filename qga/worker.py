@@ -43,6 +43,9 @@ class Worker:
             # Bind this job's callback and result now: a closure over the loop
             # variables would see the next job's if the loop runs it late.
             self._post(functools.partial(done, func()))
+            # Not kept while waiting for the next job: the arguments may hold
+            # a guest-file-write's 64 MiB of base64.
+            del job, func, done
 
     def submit(self, func: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``func()`` in the worker; ``done(result)`` is then called on the loop."""

@@ -38,7 +38,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating virtualenv $VENV"
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,systemd]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,systemd,fast]"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 # Coverage-guided fuzzing; its test names the reason if the wheel cannot be had.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \
@@ -48,7 +48,7 @@ echo "== Python 3.9 compatibility (RHEL 9's python3)"
 PY39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n 1 || true)
 "$VENV/bin/vermin" --no-tips -q -t=3.9- --violations qga
 if [ -n "$PY39" ]; then
-  "$PY39" -m pip install -q --disable-pip-version-check pytest hypothesis pyserial >/dev/null 2>&1 || true
+  "$PY39" -m pip install -q --disable-pip-version-check pytest hypothesis pyserial pybase64 >/dev/null 2>&1 || true
   echo "== unit tests under $("$PY39" --version)"
   "$PY39" -m pytest -q -p no:cacheprovider tests/unit
 else

@@ -10,6 +10,7 @@
 from qga.codec.lexer import JsonParseError, JsonStreamParser
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
-from qga.codec.writer import base64_text, dumps
+from qga.codec.writer import Base64Pieces, Reply, base64_text, dump_pieces, dumps
 
-__all__ = ["JsonParseError", "JsonStreamParser", "OutOfRangeNumber", "base64_text", "dumps", "member_order"]
+__all__ = ["Base64Pieces", "JsonParseError", "JsonStreamParser", "OutOfRangeNumber", "Reply", "base64_text",
+           "dump_pieces", "dumps", "member_order"]

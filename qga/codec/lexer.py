@@ -56,8 +56,9 @@ _WS_RUN = re.compile(rb"[ \t\r\n]*")
 _FAST_WINDOW = 1 << 16   # the regex fast path is for small messages only
 _SCAN_WINDOW = 1 << 18
 _BIG = 1 << 12           # string tokens decoded at lex time
-_PLAIN_DQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x5C))
-_PLAIN_SQ = bytes(i for i in range(0x20, 0xFE) if i not in (0x27, 0x5C))
+# 0x80 for a byte a string body cannot hold unescaped (controls, backslash,
+# 0xFE/0xFF), 0 for the others; the quote itself ends the stretch scanned.
+_NOT_PLAIN = bytes(0x80 if i < 0x20 or i in (0x5C, 0xFE, 0xFF) else 0 for i in range(256))
 
 
 class JsonStreamParser:
@@ -221,9 +222,10 @@ class JsonStreamParser:
         # a backslash or a bad byte do we need the exact (slower) regex.
         q = buf.find(quote, pos)
         e = q if q >= 0 else n
-        plain = _PLAIN_DQ if quote == 0x22 else _PLAIN_SQ
         for a in range(pos, e, _SCAN_WINDOW):   # bounded temporary copies
-            if buf[a:min(e, a + _SCAN_WINDOW)].translate(None, plain):
+            # A table translate is a plain byte loop (a delete set is not) and
+            # isascii() checks the result a word at a time.
+            if not buf[a:min(e, a + _SCAN_WINDOW)].translate(_NOT_PLAIN).isascii():
                 e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()  # type: ignore[union-attr]  # X* matches
                 break
         ts = self._ts

@@ -16,17 +16,20 @@ memory speed; a regex fix-up runs only when the output contains ``\\u``.
 """
 from __future__ import annotations
 
-import binascii
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
+from qga import qbase64
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["OutOfRangeNumber", "base64_text", "dumps"]
+__all__ = ["Base64Pieces", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
+
+#: A serialised reply: bytes, or pieces whose concatenation it is (see :func:`dump_pieces`).
+Reply = Union[bytes, Sequence[bytes]]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
@@ -81,7 +84,21 @@ def base64_text(data: Union[bytes, bytearray, memoryview]) -> bytes:
     quotes, so a big ``buf-b64``/``out-data`` skips the decode to str, the
     re-encode and a copy (up to 64 MiB each).
     """
-    return binascii.b2a_base64(data, newline=False)
+    return qbase64.encode(data)
+
+
+class Base64Pieces(Tuple[bytes, ...]):
+    """One reply string given as the base64 of consecutive chunks of data.
+
+    Each piece is :func:`base64_text` of a chunk whose length is a multiple
+    of three (the last excepted), so the pieces concatenate to the base64 of
+    the whole.  A big guest-file-read encodes chunk by chunk into these: the
+    data is never held whole beside its base64.  The writer puts the pieces
+    between quotes as they are, without a scan: our encoder's alphabet needs
+    no escaping.
+    """
+
+    __slots__ = ()
 
 
 # Bytes a string may hold that need no escaping at all.
@@ -110,6 +127,10 @@ def _write(obj: Any, out: list[Any]) -> None:
             raise TypeError("bytes in a reply must be printable ASCII without quotes or backslashes")
         out.append(b'"')
         out.append(obj)
+        out.append(b'"')
+    elif type(obj) is Base64Pieces:
+        out.append(b'"')
+        out.extend(obj)
         out.append(b'"')
     elif isinstance(obj, str):
         if len(obj) > _BIG and obj.isascii():
@@ -214,16 +235,48 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             return
 
 
-def dumps(obj: Any) -> bytes:
-    """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
-    out: list[Any] = []   # str pieces, and bytes for big verbatim strings
+def _pieces(obj: Any) -> List[Any]:
+    out: List[Any] = []   # str pieces, and bytes for big verbatim strings
     try:
         _write(obj, out)
     except RecursionError:
         out = []
         _write_deep(obj, out)
     out.append("\n")
+    return out
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` exactly as qemu-ga writes a reply, with trailing newline."""
+    out = _pieces(obj)
     if b'"' in out:
         return b"".join(p if isinstance(p, bytes) else p.encode("ascii") for p in out)
     # Everything is ASCII by now; encoding a compact ASCII str is a memcpy.
     return "".join(out).encode("ascii")
+
+
+def dump_pieces(obj: Any) -> Reply:
+    """:func:`dumps` as pieces whose concatenation is its result.
+
+    Text handed over as bytes (base64 of file data, up to 64 MiB) stays a
+    piece of its own, so the channel can send it with ``writev`` instead of
+    copying it into one joined reply; the small parts around it are joined.
+    Without big text the result is plain bytes.
+    """
+    out = _pieces(obj)
+    if b'"' not in out:
+        return "".join(out).encode("ascii")
+    pieces: List[bytes] = []
+    small: List[str] = []
+    for p in out:
+        if type(p) is not bytes:
+            small.append(p)
+        elif len(p) < _BIG:
+            small.append(p.decode("ascii"))   # _write checked it is printable ASCII
+        else:
+            if small:
+                pieces.append("".join(small).encode("ascii"))
+                small = []
+            pieces.append(p)
+    pieces.append("".join(small).encode("ascii"))
+    return pieces if len(pieces) > 1 else pieces[0]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from qga.context import Context
 from qga.cstring import os_text
 from qga.errors import QgaError, os_error
 from qga import qbase64
 from qga.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
-from qga.codec import base64_text
+from qga.codec import Base64Pieces, base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: guest-file-read's default and maximum ``count`` (qemu-ga's values).
 READ_COUNT_DEFAULT = 4096
 READ_COUNT_MAX = 48 * 1024 * 1024
+#: A big read is read and encoded this much at a time (a multiple of 3, so the
+#: pieces' base64 is the whole's): peak memory is the base64, not data + base64.
+_ENCODE_CHUNK = 3 << 20
 
 GuestFileWhence = Alternate("GuestFileWhence", ["int", Enum("QGASeek", "set", "cur", "end")])
 #: QGA's own numbering (0/1/2), not the host's SEEK_* values.
@@ -100,11 +103,23 @@ def file_read(ctx: Context, handle: int, count: int = READ_COUNT_DEFAULT) -> Dic
     gfile = _find(ctx, handle)
     if not 0 <= count <= READ_COUNT_MAX:
         raise QgaError(f"value '{count}' is invalid for argument count")
-    try:
-        data, eof = gfile.read(count)
-    except OSError as exc:
-        raise os_error("failed to read file", exc, gfile.path) from None
-    return {"count": len(data), "buf-b64": base64_text(data), "eof": eof}
+    pieces: List[bytes] = []
+    total = 0
+    eof = False
+    while total < count:
+        want = min(_ENCODE_CHUNK, count - total)
+        try:
+            data, eof = gfile.read(want)
+        except OSError as exc:
+            if total and isinstance(exc, BlockingIOError):
+                break   # a pipe ran dry after some data: that is the result
+            raise os_error("failed to read file", exc, gfile.path) from None
+        pieces.append(base64_text(data))
+        total += len(data)
+        if eof or len(data) < want:
+            break
+    text: Any = pieces[0] if len(pieces) == 1 else Base64Pieces(pieces) if pieces else b""
+    return {"count": total, "buf-b64": text, "eof": eof}
 
 
 @command("guest-file-write", order=11, group="unrestricted",

@@ -12,9 +12,10 @@ import errno
 import logging
 import os
 from collections import deque
-from itertools import islice
-from typing import Callable, Deque, Optional
+from itertools import chain, islice
+from typing import Callable, Deque, List, Optional
 
+from qga.codec import Reply
 from qga.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class Transport:
         self.on_data = on_data
         self.on_error = on_error
         self.fd: Optional[int] = None
-        self._out: Deque[memoryview] = deque()
+        # One list of views per queued reply, so that dropping never cuts one.
+        self._out: Deque[List[memoryview]] = deque()
         self._out_bytes = 0
+        self._head_started = False   # part of _out[0] is already written
         self._reading = False
         self._paused = False
         self._writing = False
@@ -103,20 +106,31 @@ class Transport:
             self.on_eof()
 
     # -- writing ---------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` and write as much as the descriptor takes now (unless corked)."""
-        if not data:
+    def write(self, data: Reply) -> None:
+        """Queue a reply and write as much as the descriptor takes now (unless corked).
+
+        A reply in pieces (a 64 MiB file read: head, base64, tail) leaves in
+        one ``writev`` of the pieces, never joined into one more copy.
+        """
+        if isinstance(data, bytes):
+            views = [memoryview(data)]
+            size = len(data)
+        else:
+            views = [memoryview(p) for p in data if p]
+            size = sum(map(len, views))
+        if not size:
             return
-        self._out.append(memoryview(data))
-        self._out_bytes += len(data)
-        while self._out_bytes > MAX_PENDING_OUTPUT and len(self._out) > 1:
-            # A head already partly written must go out whole: dropping it would cut a reply in two.
-            head = self._out[0]
-            victim = 1 if head.nbytes < memoryview(head.obj).nbytes else 0
-            dropped = self._out[victim]
-            del self._out[victim]
-            self._out_bytes -= len(dropped)
-            log.warning("host is not reading: dropped a reply of %d bytes", len(dropped))
+        out = self._out
+        out.append(views)
+        self._out_bytes += size
+        while self._out_bytes > MAX_PENDING_OUTPUT and len(out) > 1:
+            victim = 1 if self._head_started else 0   # never the one half written
+            if victim == len(out) - 1:
+                break
+            dropped = sum(map(len, out[victim]))
+            del out[victim]
+            self._out_bytes -= dropped
+            log.warning("host is not reading: dropped a reply of %d bytes", dropped)
         if not self._corked:
             self._flush()
 
@@ -136,7 +150,11 @@ class Transport:
         out = self._out
         while out and fd is not None:
             try:
-                n = os.write(fd, out[0]) if len(out) == 1 else os.writev(fd, list(islice(out, _IOV_MAX)))
+                head = out[0]
+                if len(out) == 1 and len(head) == 1:
+                    n = os.write(fd, head[0])
+                else:
+                    n = os.writev(fd, list(islice(chain.from_iterable(out), _IOV_MAX)))
             except (BlockingIOError, InterruptedError):
                 if not self._writing:
                     self._writing = True
@@ -150,13 +168,19 @@ class Transport:
                 raise
             self._out_bytes -= n
             while n:
-                chunk = out[0]
-                if n >= len(chunk):
-                    out.popleft()
-                    n -= len(chunk)
+                head = out[0]
+                chunk = head[0]
+                if n < len(chunk):
+                    head[0] = chunk[n:]
+                    self._head_started = True
+                    break
+                n -= len(chunk)
+                if len(head) > 1:
+                    del head[0]
+                    self._head_started = True
                 else:
-                    out[0] = chunk[n:]
-                    n = 0
+                    out.popleft()
+                    self._head_started = False
         if self._writing and fd is not None:
             self._writing = False
             self.loop.remove_writer(fd)
@@ -165,6 +189,7 @@ class Transport:
         """Forget unwritten replies (the client they were for is gone)."""
         self._out.clear()
         self._out_bytes = 0
+        self._head_started = False
 
     # -- helpers for subclasses ------------------------------------------------
     def _attach_fd(self, fd: int) -> None:

@@ -12,6 +12,7 @@ import os
 import socket
 from typing import Any, Optional
 
+from qga.codec import Reply
 from qga.transport.base import Transport
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,11 @@ class ListenTransport(Transport):
         self.loop.remove_reader(self.listener.fileno())
         self._attach_fd(client.detach())
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Reply) -> None:
         if self._client is None:
             # No client: qemu-ga's write fails and the reply is lost; a later
             # client must not receive replies meant for an earlier one.
-            log.debug("no client connected: dropped a reply of %d bytes", len(data))
+            log.debug("no client connected: dropped a reply")
             return
         super().write(data)
 

@@ -42,5 +42,14 @@ def test_quick_run_reports_every_row(tmp_path: Path) -> None:
     for name in ("startup", "ping_rtt_p50", "ping_rtt_p99", "pipelined", "reconnect",
                  "rss_idle", "rss_peak", "cpu_per_ping"):
         assert isinstance(rows[name]["ours"], (int, float)), name
+    # Both base64 paths were measured: the accelerator where this interpreter has it.
+    try:
+        import pybase64  # noqa: F401
+        accelerated = "pybase64"
+    except ImportError:
+        accelerated = "binascii"
+    for name in ("file_read_4m", "file_read_48m", "file_write_4m"):
+        assert rows[name]["base64"] == accelerated, name
+        assert rows[f"{name}_stdlib"]["base64"] == "binascii", name
     assert doc["machine"]["python"] and doc["date"] and doc["command"]
     assert "qemu-ga-py" in proc.stdout and "ratio" in proc.stdout

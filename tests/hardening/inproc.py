@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from qga.config import Config
 from qga.context import Context
 from qga.dispatch import Dispatcher
-from qga.codec import JsonStreamParser
+from qga.codec import JsonStreamParser, Reply
 from qga.loop import Loop
 from qga.command import Command, start_hooks
 from qga.commands import load
@@ -60,7 +60,11 @@ class InProcessAgent:
             hook(self.ctx)
         self.parser = JsonStreamParser()
         self.sent: List[bytes] = []
-        self.dispatcher = Dispatcher(self.ctx, self.sent.append, deadline)
+        self.dispatcher = Dispatcher(self.ctx, self._send, deadline)
+
+    def _send(self, reply: Reply) -> None:
+        # A big reply comes in pieces (sent with writev); the wire has them joined.
+        self.sent.append(reply if type(reply) is bytes else b"".join(reply))
 
     def feed(self, data: bytes, timeout: float = 30.0) -> None:
         """Feed bytes as the channel would, then run the loop until the queue drains."""

@@ -2,7 +2,7 @@
 
 Import names are read from qga's source (every ``import``, lazy ones in
 functions too); distribution names are mapped to them by the installed
-metadata (``tests/run-all.sh`` installs ``.[test,systemd]``).
+metadata (``tests/run-all.sh`` installs ``.[test,systemd,fast]``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, Set
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_EXTRAS = ("systemd",)  # optional features of the agent; "test" is the suite's own
+RUNTIME_EXTRAS = ("systemd", "fast")  # optional features of the agent; "test" is the suite's own
 
 
 def qga_imports() -> Set[str]:

@@ -8,10 +8,13 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
+import sys
 from typing import Iterator
 
 import pytest
 
+from qga.codec import Base64Pieces, dumps
 from qga.commands import files
 from qga.config import Config
 from qga.context import Context
@@ -43,6 +46,17 @@ def ctx(tmp_path) -> Iterator[Context]:
 @pytest.fixture(autouse=True)
 def _statedir(tmp_path) -> None:
     (tmp_path / "state").mkdir()
+
+
+@pytest.fixture(autouse=True, params=["binascii", "pybase64"])
+def codec(request) -> Iterator[str]:
+    """Every test here runs with the standard library's codec and with pybase64."""
+    accelerated = qbase64.use_accelerator(request.param == "pybase64")
+    if request.param == "pybase64":
+        require(None if accelerated else "pybase64 not installed (pip install .[fast])")
+    assert qbase64.backend().split()[0] == request.param
+    yield request.param
+    qbase64.use_accelerator(True)  # what the agent starts with (QGA_NO_ACCEL aside)
 
 
 def b64(data: bytes) -> str:
@@ -242,7 +256,12 @@ def test_round_trip_sha256(ctx: Context, tmp_path, size: int) -> None:
     h = files.file_open(ctx, path, "rb")
     got = files.file_read(ctx, h, 48 * 1024 * 1024)
     assert got["count"] == size and got["eof"] is (size < 48 * 1024 * 1024)
-    assert hashlib.sha256(base64.b64decode(got["buf-b64"])).digest() == hashlib.sha256(data).digest()
+    text = got["buf-b64"]
+    # Beyond one chunk the data is encoded chunk by chunk, never held whole.
+    assert isinstance(text, Base64Pieces) is (size > files._ENCODE_CHUNK)
+    joined = b"".join(text) if isinstance(text, Base64Pieces) else text
+    assert joined == base64.b64encode(data)
+    assert dumps(got) == dumps(dict(got, **{"buf-b64": joined.decode()}))
 
 
 # -- base64 as glib decodes it -------------------------------------------------------
@@ -266,14 +285,66 @@ def _glib() -> "ctypes.CDLL":
     return lib
 
 
+def _glib_decode(glib: "ctypes.CDLL", text: bytes) -> bytes:
+    size = ctypes.c_size_t()
+    ptr = glib.g_base64_decode(text, ctypes.byref(size))
+    expected = ctypes.string_at(ptr, size.value)
+    glib.g_free(ctypes.c_void_p(ptr))
+    return expected
+
+
 def test_qbase64_matches_glib() -> None:
     glib = _glib()
     rnd = random.Random(1234)
     alphabet = b"AZaz09+/=\n"
     for _ in range(20000):
         text = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 17)))
-        size = ctypes.c_size_t()
-        ptr = glib.g_base64_decode(text, ctypes.byref(size))
-        expected = ctypes.string_at(ptr, size.value)
-        glib.g_free(ctypes.c_void_p(ptr))
-        assert qbase64.decode(text) == expected, text
+        assert qbase64.decode(text) == _glib_decode(glib, text), text
+
+
+def test_qbase64_long_text_with_odd_bytes_matches_glib() -> None:
+    """Long canonical base64 with one oddity spliced in: each takes the lenient path."""
+    glib = _glib()
+    rnd = random.Random(99)
+    for _ in range(300):
+        text = bytearray(base64.b64encode(rnd.randbytes(rnd.randint(1000, 3000))))
+        for _k in range(rnd.randint(1, 3)):
+            at = rnd.randrange(len(text) + 1)
+            text[at:at] = rnd.choice([b"=", b"==", b"====", b"\n", b"A", b"\n\n", b"A="])
+        if rnd.random() < 0.3:
+            del text[-rnd.randint(1, 3):]   # a truncated last group
+        for form in (bytes(text), bytes(text).decode()):
+            assert qbase64.decode(form) == _glib_decode(glib, bytes(text)), bytes(text)
+
+
+def test_encode_is_standard_base64() -> None:
+    for size in (0, 1, 2, 3, 4, 5, 1000, 1 << 20):
+        data = os.urandom(size)
+        assert qbase64.encode(data) == base64.b64encode(data)
+        assert qbase64.encode(memoryview(data)) == base64.b64encode(data)
+
+
+def test_no_accel_environment_forces_the_standard_library() -> None:
+    out = subprocess.run([sys.executable, "-c", "from qga import qbase64; print(qbase64.backend())"],
+                         env=dict(os.environ, QGA_NO_ACCEL="1"), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "binascii"
+
+
+def test_reads_reuse_the_handle_buffer(tmp_path) -> None:
+    from qga.guestfile import GuestFile
+
+    path = tmp_path / "blob"
+    data = os.urandom(3 << 20)
+    path.write_bytes(data)
+    gfile = GuestFile.open(str(path), "r")
+    try:
+        first, eof = gfile.read(1 << 20)
+        assert bytes(first) == data[:1 << 20] and not eof
+        second, _ = gfile.read(1 << 20)
+        assert second.obj is first.obj            # the same buffer, filled again
+        assert bytes(second) == data[1 << 20:2 << 20]
+        small, _ = gfile.read(10)
+        assert small.obj is not first.obj         # a small read does not pin the big buffer
+        assert bytes(small) == data[2 << 20:(2 << 20) + 10]
+    finally:
+        gfile.close()

@@ -1,6 +1,8 @@
 """Byte-exact writer examples from spec 1.3 and 1.10."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from qga.codec import OutOfRangeNumber, dumps
@@ -86,3 +88,29 @@ def test_bytes_are_written_verbatim_as_a_string() -> None:
     for unsafe in (b'a"b', b"a\\b", b"\xff", b"\n"):
         with pytest.raises(TypeError):
             dumps({"x": unsafe})
+
+
+def test_big_verbatim_text_stays_a_piece_of_its_own() -> None:
+    from qga.codec import base64_text, dump_pieces
+
+    data = base64_text(os.urandom(300_000))
+    reply = {"return": {"count": 300_000, "buf-b64": data, "eof": False}, "id": "x"}
+    pieces = dump_pieces(reply)
+    assert b"".join(pieces) == dumps(reply)
+    assert len(pieces) == 3 and pieces[1] is data  # not copied into a joined reply
+    small = {"return": {"count": 3, "buf-b64": base64_text(b"abc"), "eof": True}}
+    assert dump_pieces(small) == dumps(small)      # short text: one bytes object
+    assert dump_pieces({"return": "text"}) == dumps({"return": "text"})
+
+
+def test_base64_in_pieces_is_one_string_and_leaves_as_its_pieces() -> None:
+    from qga.codec import Base64Pieces, base64_text, dump_pieces
+
+    data = os.urandom(3 * 100_000 + 7)
+    pieces = Base64Pieces([base64_text(data[:150_000]), base64_text(data[150_000:])])
+    reply = {"return": {"count": len(data), "buf-b64": pieces, "eof": True}}
+    whole = {"return": {"count": len(data), "buf-b64": base64_text(data), "eof": True}}
+    assert dumps(reply) == dumps(whole)
+    out = dump_pieces(reply)
+    assert b"".join(out) == dumps(whole)
+    assert out[1] is pieces[0] and out[2] is pieces[1]   # not copied into a joined reply

@@ -32,6 +32,11 @@ from tests.vm.conftest import PY_BOOT_TIMEOUT
 pytestmark = pytest.mark.vm
 
 MNT_EXT4, MNT_XFS = vmlib.MNT_EXT4, vmlib.MNT_XFS
+#: A checkout under /tmp or /run is bound back into the guest from the read-only root
+#: disk (vdc; tests/vm/guest/init.sh), so the guest has one filesystem more there.
+CHECKOUT_MOUNT = ([(str(vmlib.REPO_ROOT), "vdc", "ext4", "vdc")]
+                  if str(vmlib.REPO_ROOT).startswith(("/tmp/", "/run/")) else [])
+FS_COUNT = 2 + len(CHECKOUT_MOUNT)
 SUSPEND_CYCLES = 4
 # QEMU sends at most one VSERPORT_CHANGE per port per second and holds back
 # (and merges) the later ones.  A suspend that starts sooner than that after the
@@ -175,7 +180,7 @@ def test_qemu_agent_command_ping_and_info(lv: Lv) -> None:
 def test_domfsinfo_maps_disks_to_domain_targets(lv: Lv) -> None:
     # libvirt matches the agent's PCI address/serial of each disk to its own <disk> targets.
     rows = sorted(tuple(r) for r in _table(lv.run("domfsinfo")))
-    assert rows == [(MNT_EXT4, "vda1", "ext4", "vda"), (MNT_XFS, "vdb", "xfs", "vdb")]
+    assert rows == sorted([(MNT_EXT4, "vda1", "ext4", "vda"), (MNT_XFS, "vdb", "xfs", "vdb")] + CHECKOUT_MOUNT)
 
 
 def test_domifaddr_source_agent(lv: Lv) -> None:
@@ -197,10 +202,11 @@ def test_guestinfo(lv: Lv) -> None:
     assert lv.g.artifacts is not None
     expect = {"os.id": "debian", "os.machine": "x86_64", "os.kernel-release": lv.g.artifacts.kver,
               "timezone.name": "UTC", "timezone.offset": "0", "hostname": "qga-guest",
-              "user.count": "0", "fs.count": "2", "if.count": "2"}
+              "user.count": "0", "fs.count": str(FS_COUNT), "if.count": "2"}
     assert {k: info.get(k) for k in expect} == expect
     fs = {info[f"fs.{i}.mountpoint"]: (info[f"fs.{i}.fstype"], info[f"fs.{i}.disk.0.alias"],
-                                       info[f"fs.{i}.disk.0.serial"]) for i in range(2)}
+                                       info[f"fs.{i}.disk.0.serial"]) for i in range(FS_COUNT)}
+    fs.pop(str(vmlib.REPO_ROOT), None)
     assert fs == {MNT_EXT4: ("ext4", "vda", vmlib.SERIAL_EXT4), MNT_XFS: ("xfs", "vdb", vmlib.SERIAL_XFS)}
     disks = {info[f"disk.{i}.name"]: info.get(f"disk.{i}.alias")
              for i in range(int(info["disk.count"]))}
@@ -232,9 +238,9 @@ def _froze(out: str) -> int:
 
 def test_domfsfreeze_and_thaw(lv: Lv) -> None:
     try:
-        assert _froze(lv.run("domfsfreeze")) == 2
+        assert _froze(lv.run("domfsfreeze")) == FS_COUNT
         assert lv.agent("guest-fsfreeze-status") == "frozen"
-        assert _froze(lv.run("domfsthaw")) == 2
+        assert _froze(lv.run("domfsthaw")) == FS_COUNT
         assert lv.agent("guest-fsfreeze-status") == "thawed"
         assert _froze(lv.run("domfsfreeze", "--mountpoint", MNT_XFS)) == 1
         assert lv.agent("guest-fsfreeze-status") == "frozen"
