@@ -374,13 +374,7 @@ class AgentEvents:
 
     def close(self) -> None:
         """Stop ``virsh event``."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        vmlib.stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -27,7 +27,6 @@ import re
 import select
 import shlex
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -526,6 +525,17 @@ class JsonStream:
 
 
 T = TypeVar("T")
+
+
+def stop_process(proc: "subprocess.Popen[Any]", timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
 
 
 def _connect_unix(path: str, timeout: float) -> socket.socket:
@@ -1038,13 +1048,8 @@ class Guest:
 
     def kill(self) -> None:
         """Stop QEMU at once (SIGTERM, then SIGKILL)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def quit(self, timeout: float = 10) -> None:
         """Ask QEMU to quit over QMP; kill it if that fails."""
