@@ -31,9 +31,9 @@ RETRY_INTERVAL = 5.0  # seconds between channel attempts with -r (qemu-ga's QGA_
 MAX_BACKLOG = 1024
 #: ... and read again once the queue is this short.
 RESUME_BACKLOG = 64
-#: After traffic (bytes read plus written) give freed memory back to the
-#: system, TRIM_DELAY seconds later (once the replies have left); pending
-#: trims coalesce, so there is at most one a second under any load.
+#: After requests arrive, give freed memory back to the system TRIM_DELAY
+#: seconds later (once their replies have left); pending trims coalesce, so
+#: there is at most one a second under any load.
 TRIM_DELAY = 1.0
 
 FROZEN_AT_START = (
@@ -218,7 +218,6 @@ class Agent:
         self._note_traffic()
 
     def _send(self, data: Reply) -> None:
-        self._note_traffic()
         if self.transport is not None:
             self.transport.write(data)
             if self._paused and self.dispatcher.backlog < RESUME_BACKLOG:

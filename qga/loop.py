@@ -10,7 +10,6 @@ their owners.
 """
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -75,8 +74,11 @@ class Loop:
             return
         if not mask:
             del self._fds[fd]
-            with contextlib.suppress(OSError):  # already closed: the kernel dropped it from the set
+            # try/except, not contextlib.suppress: this runs twice per reconnect.
+            try:  # noqa: SIM105
                 self._ep.unregister(fd)
+            except OSError:
+                pass  # already closed: the kernel dropped it from the set
             return
         if mask != old[2]:
             try:
@@ -116,8 +118,11 @@ class Loop:
         """Run ``callback(*args)`` on the loop thread; callable from any thread."""
         with self._lock:
             self._pending.append((callback, args))
-        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop is already awake
+        # try/except, not contextlib.suppress: this runs once per worker command.
+        try:  # noqa: SIM105
             os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is already awake
 
     # -- signals and children -------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callback) -> None:
