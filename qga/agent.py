@@ -100,11 +100,9 @@ class Agent:
         self.logs = logs
         self.loop = Loop()
         self.state = StateDir(config.statedir)
-        if registry is None:
-            self.registry = Registry.from_config(config, load_commands())
-        else:
-            self.registry = registry
-            registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
+        self.registry = registry if registry is not None else \
+            Registry(load_commands(), extensions=config.extension_commands)
+        self.registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
         self.ctx = Context(config, self.state, self.loop, self.registry, logs.gate if logs else None)
         for hook in start_hooks():
             hook(self.ctx)
