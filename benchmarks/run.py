@@ -79,7 +79,7 @@ ROWS: List[Tuple[str, str, str, str]] = [
     ("file_write_4m_stdlib", "MiB/s", "higher", "- (fallback)"),
     ("exec_true", "ms", "lower", "ratio <= 1.0"),
     ("exec_16m_stdout", "ms", "lower", "ratio <= 1.0"),
-] + [(f"inventory_{short}", "ms", "lower", "ratio <= 1.5") for short, _ in INVENTORY] + [
+] + [(f"inventory_{short}", "ms", "lower", "ratio <= 1.0") for short, _ in INVENTORY] + [
     ("rss_idle", "MiB", "lower", "ours <= 20 MiB"),
     ("rss_peak", "MiB", "lower", "ratio <= 1.0"),
     ("rss_peak_stdlib", "MiB", "lower", "- (fallback)"),
