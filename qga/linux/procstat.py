@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
+from qga.linux.sysfs import read_file
+
 DEFAULT_PATH = "/proc/stat"
 _ULONG = 1 << 64
-# Column index (0 = user) -> member, appended when that many numbers exist.
-_OPTIONAL = ((5, ("iowait",)), (6, ("irq", "softirq")), (8, ("steal",)), (9, ("guest",)), (10, ("guestnice",)))
+#: GuestCpuStatsLinux members in column order (after the cpu name).
+_MEMBERS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guestnice")
 
 
 def _numbers(tokens: List[str]) -> List[int]:
@@ -39,37 +41,30 @@ def parse_cpustats(text: str, clk_tck: int) -> List[Dict[str, Any]]:
     """
     result: List[Dict[str, Any]] = []
     for line in text.splitlines():
-        tokens = line.split()
-        if not tokens:
+        # sscanf("%s") skips leading blanks.  Other lines are never split:
+        # "intr" alone holds hundreds of numbers.
+        line = line.lstrip()
+        if not line.startswith("cpu"):
             continue
+        tokens = line.split(None, 11)
         name = tokens[0]
-        if not name.startswith("cpu") or name == "cpu":
+        if name == "cpu":
             continue
         nums = _numbers(tokens[1:])
         if len(nums) < 4:
             break
-
-        def ms(ticks: int) -> int:
-            return (ticks * 1000) % _ULONG // clk_tck
-
-        entry: Dict[str, Any] = {"type": "linux", "cpu": _atoi(name[3:]),
-                                 "user": ms(nums[0]), "nice": ms(nums[1]),
-                                 "system": ms(nums[2]), "idle": ms(nums[3])}
-        for needed, members in _OPTIONAL:
-            if len(nums) >= needed:
-                for i, member in enumerate(members):
-                    index = needed - 1 + i
-                    # With irq but no softirq qemu-ga reads an unset value; use 0.
-                    entry[member] = ms(nums[index]) if index < len(nums) else 0
+        ms = [(ticks * 1000) % _ULONG // clk_tck for ticks in nums]
+        if len(ms) == 6:
+            ms.append(0)  # irq without softirq: qemu-ga reads an unset value; use 0
+        entry: Dict[str, Any] = {"type": "linux", "cpu": _atoi(name[3:])}
+        entry.update(zip(_MEMBERS, ms))
         result.append(entry)
     return result
 
 
 def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> List[Dict[str, Any]]:
     """guest-get-cpustats from ``path``; OSError when it cannot be read."""
-    with open(path, encoding="ascii", errors="replace") as f:
-        text = f.read()
+    text = read_file(path).decode("ascii", "replace")
     if clk_tck is None:
         clk_tck = os.sysconf("SC_CLK_TCK")
     return parse_cpustats(text, clk_tck)
-

@@ -234,6 +234,9 @@ def test_cpustats_column_counts() -> None:
     assert [sorted(set(s) - {"type", "cpu", "user", "nice", "system", "idle"}) for s in stats] == [
         [], ["iowait"], ["iowait", "irq", "softirq"], ["guest", "iowait", "irq", "softirq", "steal"]]
     assert stats[0]["idle"] == 40
+    # irq without softirq: softirq 0; leading blanks before the name are skipped, as by sscanf
+    six = procstat.parse_cpustats("intr 1 2 3 4 5\n  cpu7 1 2 3 4 5 6\n", 100)
+    assert [(s["cpu"], s["irq"], s["softirq"], "steal" in s) for s in six] == [(7, 60, 0, False)]
     # a cpu line with fewer than 4 numbers ends the parse
     assert len(procstat.parse_cpustats("cpu0 1 2 3 4\ncpu1 1 2 3\ncpu2 1 2 3 4\n", 100)) == 1
 
