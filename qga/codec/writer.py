@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 from qga import qbase64
 from qga.codec.qdict import member_order
@@ -106,17 +106,44 @@ _SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
 _BIG = 1 << 16
 
 
-#: Member names with their ``": "``, written once per process: replies use a
-#: small fixed set of names (bounded, as ids and unknown keys may be anything).
-_KEY_TEXT: Dict[str, str] = {}
-_KEY_TEXT_MAX = 1024
+class _Shape(NamedTuple):
+    """How objects with one sequence of keys are written."""
+
+    #: The keys in QDict order.
+    order: Tuple[str, ...]
+    #: ``{"key": %s, ...}`` in that order: the whole object in one %-format
+    #: when every value is a scalar the template takes (see _SCALARS).
+    template: str
+    #: ``{"key": `` then ``, "key": `` ... for objects with other values.
+    heads: Tuple[str, ...]
 
 
-def _key_text(key: str) -> str:
-    text = _string(key) + ": "
-    if len(_KEY_TEXT) < _KEY_TEXT_MAX and len(key) <= 32:
-        _KEY_TEXT[key] = text
-    return text
+#: Shapes by the keys in insertion order, computed once per process: replies
+#: have few shapes (bounded, as ids and unknown keys may be anything).
+_SHAPES: Dict[Tuple[str, ...], _Shape] = {}
+_SHAPES_MAX = 1024
+_SHAPE_KEYS_MAX = 32
+#: Values a template takes: %s of an exact int is its JSON text, str, bool and
+#: None are converted by _scalar_text; floats, containers and bytes are not.
+_SCALARS = frozenset((int, str, bool, type(None)))
+_INTS = frozenset((int,))
+
+
+def _shape(keys: Tuple[str, ...]) -> _Shape:
+    order = keys if len(keys) == 1 else member_order(keys)
+    texts = [_string(k) + ": " for k in order]
+    shape = _Shape(order, "{" + "%s, ".join(t.replace("%", "%%") for t in texts) + "%s}",
+                   tuple(("{" if i == 0 else ", ") + t for i, t in enumerate(texts)))
+    if len(_SHAPES) < _SHAPES_MAX and len(keys) <= _SHAPE_KEYS_MAX and all(len(k) <= 32 for k in keys):
+        _SHAPES[keys] = shape
+    return shape
+
+
+def _scalar_text(v: Any) -> str:
+    """The JSON text of a str, bool or None (a template argument)."""
+    if type(v) is str:
+        return _string(v)
+    return "null" if v is None else "true" if v else "false"
 
 
 def _write(obj: Any, out: list[Any]) -> None:
@@ -149,25 +176,25 @@ def _write(obj: Any, out: list[Any]) -> None:
             out.append("{}")
             return
         keys = tuple(obj)
-        order = keys if len(keys) == 1 else member_order(keys)
-        sep = "{"
-        for k in order:
-            out.append(sep)
-            key = _KEY_TEXT.get(k)
-            if key is None:
-                key = _key_text(k)
-            out.append(key)
-            # The scalar members of inventory replies, without a call each.
-            v = obj[k]
-            t = type(v)
-            if t is int:
-                out.append(int.__repr__(v))
-            elif t is str and len(v) <= _BIG:
-                out.append(_string(v))
-            else:
-                _write(v, out)
-            sep = ", "
-        out.append("}")
+        shape = _SHAPES.get(keys) or _shape(keys)
+        values = [obj[k] for k in shape.order]
+        types = set(map(type, values))
+        if types <= _INTS:
+            out.append(shape.template % tuple(values))
+        elif types <= _SCALARS:
+            out.append(shape.template % tuple([v if type(v) is int else _scalar_text(v) for v in values]))
+        else:
+            for head, v in zip(shape.heads, values):
+                out.append(head)
+                # The scalar members of inventory replies, without a call each.
+                t = type(v)
+                if t is int:
+                    out.append(int.__repr__(v))
+                elif t is str and len(v) <= _BIG:
+                    out.append(_string(v))
+                else:
+                    _write(v, out)
+            out.append("}")
     elif obj is True:
         out.append("true")
     elif obj is False:

@@ -32,6 +32,28 @@ def test_member_order(keys: str, order: str) -> None:
     assert dumps(d) == ("{" + ", ".join(f'"{k}": 0' for k in order.split()) + "}\n").encode()
 
 
+@pytest.mark.parametrize("obj,texts", [
+    # all ints; ints, strings, booleans and null; anything else (float, list, bytes, int subclass)
+    ({"a": 1, "b": 2}, ["1", "2"]),
+    ({"a": "x%sy", "b": True, "c": None, "d": False, "e": 3}, ['"x%sy"', "true", "null", "false", "3"]),
+    ({"a": 0.1, "b": "s", "c": [True]}, ["0.10000000000000001", '"s"', "[true]"]),
+    ({"a": b"QUJD", "b": 1}, ['"QUJD"', "1"]),
+    ({"a": OutOfRangeNumber("1E+400"), "b": 1}, ["1E+400", "1"]),
+    ({"a": True, "b": {"c": 2}, "d": "\u00e9"}, ["true", '{"c": 2}', r'"\u00E9"']),
+    # keys holding % are text, not format directives
+    ({"%s": 1, "%%": "%d", "%": None}, ["1", '"%d"', "null"]),
+    ({"b": 1}, ["1"]),
+])
+def test_objects_of_each_value_kind(obj: dict, texts: list) -> None:
+    by_key = dict(zip(obj, texts))
+    expected = ("{" + ", ".join(f'"{k}": {by_key[k]}' for k in member_order(tuple(obj))) + "}\n").encode()
+    # Twice: the second time the object's shape is known (its template is cached).
+    assert dumps(obj) == dumps(obj) == expected
+    # Another insertion order is another shape (QDict order depends on it when keys share a bucket).
+    rev = dict(reversed(obj.items()))
+    assert dumps(rev) == ("{" + ", ".join(f'"{k}": {by_key[k]}' for k in member_order(tuple(rev))) + "}\n").encode()
+
+
 @pytest.mark.parametrize("value,text", [
     (0.1, b"0.10000000000000001"), (1.0, b"1"), (2.5, b"2.5"), (-0.0, b"-0"), (1e22, b"1e+22"),
     # Every reply is JSON: a number beyond the double range keeps the text it came with;
