@@ -17,9 +17,10 @@ memory speed; a regex fix-up runs only when the output contains ``\\u``.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from json.encoder import encode_basestring_ascii as _escape
-from typing import Any, Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 from qga import qbase64
 from qga.codec.qdict import member_order
@@ -116,6 +117,8 @@ class _Shape(NamedTuple):
     template: str
     #: ``{"key": `` then ``, "key": `` ... for objects with other values.
     heads: Tuple[str, ...]
+    #: The values of an object of this shape, as a tuple in that order.
+    values: Callable[[Dict[str, Any]], Tuple[Any, ...]]
 
 
 #: Shapes by the keys in insertion order, computed once per process: replies
@@ -123,27 +126,24 @@ class _Shape(NamedTuple):
 _SHAPES: Dict[Tuple[str, ...], _Shape] = {}
 _SHAPES_MAX = 1024
 _SHAPE_KEYS_MAX = 32
-#: Values a template takes: %s of an exact int is its JSON text, str, bool and
-#: None are converted by _scalar_text; floats, containers and bytes are not.
+#: Values a template takes: %s of an exact int is its JSON text, a str goes
+#: through _string, booleans and None through _CONSTANTS.  Not floats (%.17g),
+#: containers or bytes.
 _SCALARS = frozenset((int, str, bool, type(None)))
 _INTS = frozenset((int,))
+_CONSTANTS = {True: "true", False: "false", None: "null"}
 
 
 def _shape(keys: Tuple[str, ...]) -> _Shape:
     order = keys if len(keys) == 1 else member_order(keys)
     texts = [_string(k) + ": " for k in order]
+    # itemgetter of one key returns the value, not a 1-tuple.
+    values = operator.itemgetter(*order) if len(order) > 1 else lambda obj: (obj[order[0]],)
     shape = _Shape(order, "{" + "%s, ".join(t.replace("%", "%%") for t in texts) + "%s}",
-                   tuple(("{" if i == 0 else ", ") + t for i, t in enumerate(texts)))
+                   tuple(("{" if i == 0 else ", ") + t for i, t in enumerate(texts)), values)
     if len(_SHAPES) < _SHAPES_MAX and len(keys) <= _SHAPE_KEYS_MAX and all(len(k) <= 32 for k in keys):
         _SHAPES[keys] = shape
     return shape
-
-
-def _scalar_text(v: Any) -> str:
-    """The JSON text of a str, bool or None (a template argument)."""
-    if type(v) is str:
-        return _string(v)
-    return "null" if v is None else "true" if v else "false"
 
 
 def _write(obj: Any, out: list[Any]) -> None:
@@ -177,12 +177,13 @@ def _write(obj: Any, out: list[Any]) -> None:
             return
         keys = tuple(obj)
         shape = _SHAPES.get(keys) or _shape(keys)
-        values = [obj[k] for k in shape.order]
+        values = shape.values(obj)
         types = set(map(type, values))
         if types <= _INTS:
-            out.append(shape.template % tuple(values))
+            out.append(shape.template % values)
         elif types <= _SCALARS:
-            out.append(shape.template % tuple([v if type(v) is int else _scalar_text(v) for v in values]))
+            out.append(shape.template % tuple([v if type(v) is int else _string(v) if type(v) is str else _CONSTANTS[v]
+                                               for v in values]))
         else:
             for head, v in zip(shape.heads, values):
                 out.append(head)
