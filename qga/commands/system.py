@@ -12,6 +12,7 @@ from qga.context import Context
 from qga.errors import QgaError, strerror
 from qga.linux import clock, osrelease, utmp
 from qga.linux.helpers import HelperFailed, helper_timeout
+from qga.linux.sysfs import FileCache
 from qga.command import command
 
 #: Overridable by tests (the readers take the path as a parameter).
@@ -69,43 +70,50 @@ def get_host_name(ctx: Context) -> Dict[str, str]:
 
 
 class OsinfoCache:
-    """The last guest-get-osinfo result and what it was read from.
+    """guest-get-osinfo's os-release files, parsed once per change of their stat.
 
-    The reply only changes when an os-release candidate file or uname changes,
-    so a call costs two stat() and one uname() instead of opening and parsing
-    the file (the C agent parses it every time).
+    A call costs a stat() of the candidate that is used (and of those before
+    it); the C agent opens and parses the file every time.
     """
 
     def __init__(self) -> None:
-        self.key: Any = None
-        self.value: Dict[str, str] = {}
+        self.files: FileCache[Optional[Dict[str, str]]] = FileCache(osrelease.load)
+        self.release: Optional[Dict[str, str]] = None
+        self.reply: Dict[str, str] = {}
 
-
-def _file_identity(path: str) -> Any:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return exc.errno
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    def read(self, path: str) -> Optional[Dict[str, str]]:
+        """The members of ``path``, None when it is missing, unreadable or unparsable."""
+        try:
+            return self.files.get(path)
+        except OSError:
+            return None
 
 
 @command("guest-get-osinfo", order=36, group="info", inline=True)
 def get_osinfo(ctx: Context) -> Dict[str, str]:
     """uname fields plus os-release (``$QGA_OS_RELEASE`` overrides the file)."""
-    env = os.environ.get("QGA_OS_RELEASE")
-    paths = OS_RELEASE_PATHS if env is None else (env,)
-    key = (env, tuple(paths), tuple(_file_identity(p) for p in paths), os.uname())
     cache = ctx.subject(OsinfoCache)
-    if cache.key != key:
-        cache.value = osrelease.osinfo(env, paths)
-        cache.key = key
-    return cache.value
+    release = osrelease.read_os_release(None, OS_RELEASE_PATHS, cache.read)
+    if release is not cache.release:
+        cache.reply = osrelease.osinfo(release)
+        cache.release = release
+    return cache.reply
+
+
+class UsersCache(FileCache[List[Dict[str, Any]]]):
+    """guest-get-users' reply, read again when the utmp file's stat changes."""
+
+    def __init__(self) -> None:
+        super().__init__(utmp.logged_in_users)
 
 
 @command("guest-get-users", order=34, group="info", inline=True)
 def get_users(ctx: Context) -> List[Dict[str, Any]]:
     """Logged-in users from utmp: one entry per user, earliest login time."""
-    return utmp.logged_in_users(UTMP_PATH)
+    try:
+        return ctx.subject(UsersCache).get(UTMP_PATH)
+    except OSError:  # no utmp file: nobody is logged in, as for glibc's getutxent
+        return []
 
 
 @command("guest-get-load", order=43, group="info", inline=True, available=lambda: hasattr(os, "getloadavg"))

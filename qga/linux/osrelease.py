@@ -10,8 +10,9 @@ shell-style unquoting differs anyway).  Its key-file reader is not
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 #: os-release key -> GuestOSInfo member, in the order qemu-ga fills them.
 FIELDS = (
@@ -107,7 +108,8 @@ def parse_os_release(text: str) -> Optional[Dict[str, str]]:
     return {member: unquote(values[key]) for key, member in FIELDS if key in values}
 
 
-def _load(path: str) -> Optional[Dict[str, str]]:
+def load(path: str) -> Optional[Dict[str, str]]:
+    """The os-release members of ``path``; None when it cannot be read or glib rejects it."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -120,28 +122,33 @@ def _load(path: str) -> Optional[Dict[str, str]]:
     return parse_os_release(text)
 
 
-def read_os_release(env: Optional[str] = None, paths: Sequence[str] = DEFAULT_PATHS) -> Dict[str, str]:
+def read_os_release(env: Optional[str] = None, paths: Sequence[str] = DEFAULT_PATHS,
+                    reader: Callable[[str], Optional[Dict[str, str]]] = load) -> Dict[str, str]:
     """The os-release members: ``$QGA_OS_RELEASE`` if set, else the first usable path.
 
     As in qemu-ga, an unreadable or unparsable /etc/os-release falls back to
     /usr/lib/os-release, but an explicit ``QGA_OS_RELEASE`` has no fallback.
+    ``reader`` is :func:`load` or a caching equivalent.
     """
     if env is None:
         env = os.environ.get("QGA_OS_RELEASE")
     candidates = (env,) if env is not None else tuple(paths)
     for path in candidates:
-        info = _load(path)
+        info = reader(path)
         if info is not None:
             return info
     return {}
 
 
-def osinfo(env: Optional[str] = None, paths: Sequence[str] = DEFAULT_PATHS) -> Dict[str, str]:
-    """The whole GuestOSInfo in schema order: uname fields, then os-release."""
+@functools.lru_cache(maxsize=None)
+def kernel_info() -> Tuple[Tuple[str, str], ...]:
+    """The uname members of GuestOSInfo: a kernel's release, version and machine never change under it."""
     uts = os.uname()
-    info = {"kernel-release": uts.release, "kernel-version": uts.version, "machine": uts.machine}
-    release = read_os_release(env, paths)
-    for member in ("id", "name", "pretty-name", "version", "version-id", "variant", "variant-id"):
-        if member in release:
-            info[member] = release[member]
+    return (("kernel-release", uts.release), ("kernel-version", uts.version), ("machine", uts.machine))
+
+
+def osinfo(release: Dict[str, str]) -> Dict[str, str]:
+    """The whole GuestOSInfo in schema order: uname fields, then the os-release members."""
+    info = dict(kernel_info())
+    info.update(release)  # parse_os_release's members are in schema order
     return info

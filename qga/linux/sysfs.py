@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+import time
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from qga.errors import InternalError
+
+T = TypeVar("T")
 
 
 class StepError(InternalError):
@@ -53,3 +56,34 @@ def open_dir(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise StepError("opendir", path, cause=exc) from None
+
+
+class FileCache(Generic[T]):
+    """Values computed from files, recomputed only when a file's stat changes.
+
+    Each call costs one stat(): device, inode, size, mtime and ctime are
+    compared with those the cached value was computed under.  A file changed
+    less than ``settle_ns`` ago is not cached, as two writes within one
+    timestamp tick (file times come from a coarse clock) would leave its
+    stat unchanged.
+    """
+
+    def __init__(self, load: Callable[[str], T], settle_ns: int = 100_000_000) -> None:
+        """``load(path)`` computes the value of one file."""
+        self._load = load
+        self.settle_ns = settle_ns
+        self._entries: Dict[str, Tuple[Tuple[int, ...], T]] = {}
+
+    def get(self, path: str) -> T:
+        """The value of ``path``; OSError when it cannot be stat'ed (or from ``load``)."""
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        entry = self._entries.get(path)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        value = self._load(path)
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= self.settle_ns:
+            self._entries[path] = (key, value)
+        else:
+            self._entries.pop(path, None)
+        return value

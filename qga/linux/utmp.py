@@ -7,6 +7,7 @@ ABIs (32-bit ``ut_session`` and ``ut_tv``, shared with 32-bit programs), and
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional
@@ -35,8 +36,9 @@ class UtmpRecord(NamedTuple):
     tv_usec: int
 
 
+@functools.lru_cache(maxsize=None)
 def layout_for(machine: Optional[str] = None) -> struct.Struct:
-    """The record layout of this machine's glibc."""
+    """The record layout of this machine's glibc (the machine never changes under a process)."""
     machine = machine or os.uname().machine
     if machine in _COMPAT32_MACHINES or struct.calcsize("P") == 4:
         return _COMPAT32

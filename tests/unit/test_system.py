@@ -17,6 +17,7 @@ from qga.config import Config
 from qga.context import Context
 from qga.errors import QgaError
 from qga.linux import clock, osrelease, utmp
+from qga.linux.sysfs import FileCache
 from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir
@@ -118,6 +119,7 @@ def test_get_osinfo_follows_every_change_of_its_files(tmp_path: Path, monkeypatc
     monkeypatch.delenv("QGA_OS_RELEASE", raising=False)
     monkeypatch.setattr(system, "OS_RELEASE_PATHS", (str(first), str(second)))
     ctx = make_ctx(tmp_path)
+    ctx.subject(system.OsinfoCache).files.settle_ns = 0  # cache even files written just now
     second.write_text("ID=usr\n")
     assert system.get_osinfo(ctx)["id"] == "usr"
     first.write_text("ID=etc\n")  # appears: it wins
@@ -132,6 +134,33 @@ def test_get_osinfo_follows_every_change_of_its_files(tmp_path: Path, monkeypatc
     assert system.get_osinfo(ctx)["id"] == "usr"
     monkeypatch.setenv("QGA_OS_RELEASE", str(OSREL / "qemu-test-os-release"))
     assert system.get_osinfo(ctx)["id"] == "qemu-ga-test"
+
+
+def test_file_cache_loads_once_per_change(tmp_path: Path) -> None:
+    loads = []
+    path = tmp_path / "f"
+
+    def load(p: str) -> str:
+        loads.append(p)
+        return Path(p).read_text()
+
+    cache = FileCache(load, settle_ns=0)
+    path.write_text("one")
+    assert [cache.get(str(path)) for _ in range(3)] == ["one"] * 3
+    assert len(loads) == 1  # unchanged: the value is reused
+    st = path.stat()
+    path.write_text("two")  # same size, mtime put back: the ctime still tells
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.get(str(path)) == "two" and len(loads) == 2
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        cache.get(str(path))
+    # A file changed within settle_ns (one timestamp tick could hold a second
+    # change the stat would not show) is read again at each call.
+    path.write_text("three")
+    fresh = FileCache(load, settle_ns=3600 * 10**9)
+    assert [fresh.get(str(path)) for _ in range(2)] == ["three"] * 2
+    assert len(loads) == 4
 
 
 def test_get_osinfo_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +205,27 @@ def test_get_users_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     if utmp.layout_for().size != 384:
         pytest.skip("fixture is x86_64 layout")
     assert [u["user"] for u in system.get_users(make_ctx(tmp_path))][:2] == ["alice", "bob"]
+
+
+def test_get_users_follows_the_utmp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if utmp.layout_for().size != 384:
+        pytest.skip("fixture is x86_64 layout")
+    path = tmp_path / "utmp"
+    monkeypatch.setattr(system, "UTMP_PATH", str(path))
+    ctx = make_ctx(tmp_path)
+    ctx.subject(system.UsersCache).settle_ns = 0  # cache even a file written just now
+    assert system.get_users(ctx) == []
+    data = (DATA / "utmp" / "x86_64-utmp").read_bytes()
+    path.write_bytes(data)
+    assert [u["user"] for u in system.get_users(ctx)] == ["alice", "bob", "a" * 32]
+    path.write_bytes(data[:384 * 3])  # written in place: new size
+    assert [u["user"] for u in system.get_users(ctx)] == ["alice"]
+    st = path.stat()
+    path.write_bytes(data[384 * 3:384 * 6])  # same size, mtime put back: the ctime still tells
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [u["user"] for u in system.get_users(ctx)] == ["bob", "alice"]
+    path.unlink()
+    assert system.get_users(ctx) == []
 
 
 # -- time, zone, host name, load -----------------------------------------------------
