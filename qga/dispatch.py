@@ -39,7 +39,10 @@ def _encode_return(result: Any, rid: Any) -> Reply:
     elif type(result) is int:
         value = int.__repr__(result).encode()
     else:  # one pass of the writer; a big result (file data) stays a piece of its own
-        return dump_pieces({"return": result} if rid is _NO_ID else {"return": result, "id": rid})
+        if rid is _NO_ID:
+            return dump_pieces(result, '{"return": ', "}\n")
+        rid_text = int.__repr__(rid) if type(rid) is int else dumps(rid)[:-1].decode("ascii")
+        return dump_pieces(result, '{"return": ', ', "id": ' + rid_text + "}\n")
     if rid is _NO_ID:
         return b'{"return": ' + value + b"}\n"
     if type(rid) is int:

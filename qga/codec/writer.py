@@ -263,14 +263,14 @@ def _write_deep(obj: Any, out: list[Any]) -> None:
             return
 
 
-def _pieces(obj: Any) -> List[Any]:
-    out: List[Any] = []   # str pieces, and bytes for big verbatim strings
+def _pieces(obj: Any, head: str = "", tail: str = "\n") -> List[Any]:
+    out: List[Any] = [head]   # str pieces, and bytes for big verbatim strings
     try:
         _write(obj, out)
     except RecursionError:
-        out = []
+        out = [head]
         _write_deep(obj, out)
-    out.append("\n")
+    out.append(tail)
     return out
 
 
@@ -283,15 +283,16 @@ def dumps(obj: Any) -> bytes:
     return "".join(out).encode("ascii")
 
 
-def dump_pieces(obj: Any) -> Reply:
+def dump_pieces(obj: Any, head: str = "", tail: str = "\n") -> Reply:
     """:func:`dumps` as pieces whose concatenation is its result.
 
     Text handed over as bytes (base64 of file data, up to 64 MiB) stays a
     piece of its own, so the channel can send it with ``writev`` instead of
     copying it into one joined reply; the small parts around it are joined.
-    Without big text the result is plain bytes.
+    Without big text the result is plain bytes.  ``head`` and ``tail`` (ASCII
+    JSON text) go around it: a reply's ``{"return": `` and ``}``.
     """
-    out = _pieces(obj)
+    out = _pieces(obj, head, tail)
     if b'"' not in out:
         return "".join(out).encode("ascii")
     pieces: List[bytes] = []

@@ -10,9 +10,9 @@ import pytest
 
 from qga.config import Config
 from qga.context import Context
-from qga.dispatch import Dispatcher
+from qga.dispatch import _NO_ID, Dispatcher, run_command
 from qga.errors import QgaError
-from qga.codec import JsonStreamParser
+from qga.codec import JsonStreamParser, dumps
 from qga.loop import Loop
 from qga.command import Command
 from qga.registry import Registry
@@ -73,6 +73,17 @@ def test_replies_keep_request_order_across_inline_and_worker(h: Harness) -> None
     replies = h.feed(b'{"execute":"guest-get-time","id":1}{"execute":"guest-ping","id":2}'
                      b'{"execute":"guest-sync","arguments":{"id":3}}', 3)
     assert replies == [{"return": 42, "id": 1}, {"return": {}, "id": 2}, {"return": 3}]
+
+
+@pytest.mark.parametrize("rid", [b"", b', "id": 7', b', "id": "a\\u00e9"', b', "id": {"b": [1.5, null], "a": true}',
+                                 b', "id": -0.0'])
+def test_a_result_is_written_inside_its_reply_whatever_the_id(rid: bytes) -> None:
+    # The wrapper {"return": ..., "id": ...} is written around the result, not as an object of its own.
+    result = [{"user": "root", "login-time": 1.25}, {"a": [], "b": {}}, "x"]
+    request = json.loads(b'{"x": 0' + rid + b"}")
+    reply = run_command(None, _cmd("x-list", lambda ctx: result, inline=True), {}, request.get("id", _NO_ID))
+    expected = {"return": result, "id": request["id"]} if "id" in request else {"return": result}
+    assert reply == dumps(expected)
 
 
 def test_gate_applies_when_a_request_starts_not_when_it_arrives(h: Harness) -> None:
