@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from typing import Any, Dict, List, Mapping, Sequence
 
 from qga.errors import InternalError
@@ -46,44 +47,73 @@ def _transfer(sysfs_cpu: str, vcpu: Dict[str, Any], read: bool) -> None:
             elif not vcpu["online"]:
                 raise CannotOffline(logical_id) from None
             return
-        try:
-            try:
-                status = os.pread(fd, 1, 0)
-            except OSError as exc:
-                raise StepError("pread", dirpath, "online", exc) from None
-            if not status:
-                raise StepError("pread", dirpath, "online")
-            online_now = status != b"0"
-            if read:
-                vcpu["online"] = online_now
-                vcpu["can-offline"] = True
-            elif vcpu["online"] != online_now:
-                try:
-                    os.pwrite(fd, b"1" if vcpu["online"] else b"0", 0)
-                except OSError as exc:
-                    raise StepError("pwrite", dirpath, "online", exc) from None
-        finally:
-            os.close(fd)
+        _transfer_online(fd, dirpath, vcpu, read)
     finally:
         os.close(dirfd)
+
+
+def _transfer_online(fd: int, dirpath: str, vcpu: Dict[str, Any], read: bool) -> None:
+    """The part of :func:`_transfer` on the open ``online`` file ``fd``, which it closes."""
+    try:
+        try:
+            status = os.pread(fd, 1, 0)
+        except OSError as exc:
+            raise StepError("pread", dirpath, "online", exc) from None
+        if not status:
+            raise StepError("pread", dirpath, "online")
+        online_now = status != b"0"
+        if read:
+            vcpu["online"] = online_now
+            vcpu["can-offline"] = True
+        elif vcpu["online"] != online_now:
+            try:
+                os.pwrite(fd, b"1" if vcpu["online"] else b"0", 0)
+            except OSError as exc:
+                raise StepError("pwrite", dirpath, "online", exc) from None
+    finally:
+        os.close(fd)
 
 
 def read_vcpus(sysfs_cpu: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
     """GuestLogicalProcessor list in directory order (unsorted, as qemu-ga)."""
     try:
-        names = os.listdir(sysfs_cpu)
+        cpu_fd = os.open(sysfs_cpu, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise StepError("listdir", sysfs_cpu, cause=exc) from None
     result: List[Dict[str, Any]] = []
-    for name in names:
-        match = _CPU_NAME.match(name)
-        if not match:
-            continue
-        # Schema member order: logical-id, online, can-offline.
-        vcpu: Dict[str, Any] = {"logical-id": int(match.group(1)), "online": True}
-        _transfer(sysfs_cpu, vcpu, read=True)
-        result.append(vcpu)
+    try:
+        try:
+            names = os.listdir(cpu_fd)
+        except OSError as exc:
+            raise StepError("listdir", sysfs_cpu, cause=exc) from None
+        for name in names:
+            match = _CPU_NAME.match(name) if name.startswith("cpu") else None
+            if not match:
+                continue
+            # Schema member order: logical-id, online, can-offline.
+            logical_id = int(match.group(1))
+            vcpu: Dict[str, Any] = {"logical-id": logical_id, "online": True}
+            # One open below the listed directory where qemu-ga opens cpuN/, then online in it.
+            try:
+                fd = os.open(f"cpu{logical_id}/online", os.O_RDONLY | os.O_CLOEXEC, dir_fd=cpu_fd)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and _is_dir(f"cpu{logical_id}", cpu_fd):
+                    vcpu["can-offline"] = False  # no "online" file (typically cpu0)
+                else:  # qemu-ga's two steps tell which failed, and how
+                    _transfer(sysfs_cpu, vcpu, read=True)
+            else:
+                _transfer_online(fd, f"{sysfs_cpu}/cpu{logical_id}/", vcpu, read=True)
+            result.append(vcpu)
+    finally:
+        os.close(cpu_fd)
     return result
+
+
+def _is_dir(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 def set_vcpus(vcpus: Sequence[Mapping[str, Any]], sysfs_cpu: str = DEFAULT_DIR) -> int:

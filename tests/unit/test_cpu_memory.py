@@ -67,6 +67,29 @@ def test_read_vcpus_errors(tmp_path: Path, cpu_tree: str, monkeypatch: pytest.Mo
     assert err.value.desc == f'pread("{cpu_tree}/cpu3//online"): unexpected EOF'
 
 
+def test_read_vcpus_failures_keep_qemu_gas_steps(tmp_path: Path, cpu_tree: str) -> None:
+    """Each failure is reported as the step qemu-ga takes (opendir cpuN/, open, pread) failed."""
+    def desc() -> str:
+        with pytest.raises(StepError) as step:
+            sysfs_cpu.read_vcpus(cpu_tree)
+        return cpu_memory.vcpu_error(step.value).desc
+
+    Path(cpu_tree, "cpu3", "online").unlink()
+    Path(cpu_tree, "cpu3", "online").mkdir()  # opens, but cannot be read
+    assert desc() == f'pread("{cpu_tree}/cpu3//online"): Is a directory'
+    shutil.rmtree(Path(cpu_tree, "cpu3"))
+    Path(cpu_tree, "cpu3").write_text("")  # listed, not a directory
+    assert desc() == f"Could not open '{cpu_tree}/cpu3/': Not a directory"
+    Path(cpu_tree, "cpu3").unlink()
+    Path(cpu_tree, "cpu 7").mkdir()  # sscanf("cpu%ld") reads 7: cpu7/ is opened, and is not there
+    assert desc() == f"Could not open '{cpu_tree}/cpu7/': No such file or directory"
+    Path(cpu_tree, "cpu 7").rmdir()
+    Path(cpu_tree, "cpu07").mkdir()  # cpu7/ again, with no online file in it this time
+    Path(cpu_tree, "cpu7").symlink_to("cpu07")
+    vcpus = [v for v in sysfs_cpu.read_vcpus(cpu_tree) if v["logical-id"] == 7]
+    assert vcpus == [{"logical-id": 7, "online": True, "can-offline": False}] * 2
+
+
 def _cpu_list(text: str) -> Set[int]:
     """The kernel's cpu list format: ``0-3,5``."""
     cpus: Set[int] = set()
