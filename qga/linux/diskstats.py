@@ -8,7 +8,10 @@ are skipped, like qemu-ga's sscanf.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List, Tuple
+import operator
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from qga.linux.sysfs import read_file
 
 DEFAULT_PATH = "/proc/diskstats"
 
@@ -42,8 +45,9 @@ def _numeric_prefix(fields: List[str]) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _picks(n: int) -> Tuple[Tuple[int, str], ...]:
-    """The (field, member) pairs present for a line of ``n`` fields, schema-ordered."""
+def _picks(n: int) -> Tuple[Tuple[str, ...], Callable[[Sequence[int]], Tuple[int, ...]]]:
+    """For a line of ``n`` fields: the members present, schema-ordered, and the
+    getter of their values from the numbers after the name (field 3 on)."""
     picks: List[Tuple[int, str]] = []
     if n == 7:
         picks.extend(_LEGACY)
@@ -53,7 +57,10 @@ def _picks(n: int) -> Tuple[Tuple[int, str], ...]:
         picks.extend(_DISCARD)
     if n >= 20:
         picks.extend(_FLUSH)
-    return tuple(sorted(picks, key=lambda p: _RANK[p[1]]))
+    picks.sort(key=lambda p: _RANK[p[1]])
+    if not picks:  # 8 to 13 fields: no counters (itemgetter needs an index)
+        return (), lambda nums: ()
+    return tuple(name for _, name in picks), operator.itemgetter(*(i - 3 for i, _ in picks))
 
 
 def parse_diskstats(text: str) -> List[Dict[str, Any]]:
@@ -64,7 +71,7 @@ def parse_diskstats(text: str) -> List[Dict[str, Any]]:
         if len(fields) < 7:
             continue
         try:  # fast path: every field numeric (always so on Linux)
-            nums = [int(x) for x in fields[3:20]]
+            nums = list(map(int, fields[3:20]))
             if not (fields[0].isdigit() and fields[1].isdigit()):
                 raise ValueError
             n = len(nums) + 3
@@ -73,13 +80,12 @@ def parse_diskstats(text: str) -> List[Dict[str, Any]]:
             if n < 7:
                 continue
             nums = [int(x) for x in fields[3:n]]
+        names, values = _picks(n)
         result.append({"name": fields[2], "major": int(fields[0]), "minor": int(fields[1]),
-                       "stats": {name: nums[i - 3] for i, name in _picks(n)}})
+                       "stats": dict(zip(names, values(nums)))})
     return result
 
 
 def read_diskstats(path: str = DEFAULT_PATH) -> List[Dict[str, Any]]:
     """Parse the file; OSError when it cannot be read."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
-    return parse_diskstats(text)
+    return parse_diskstats(read_file(path).decode("utf-8", "surrogateescape"))
