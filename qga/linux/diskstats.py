@@ -11,7 +11,7 @@ import functools
 import operator
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from qga.linux.sysfs import read_file
+from qga.linux.sysfs import read_proc
 
 DEFAULT_PATH = "/proc/diskstats"
 
@@ -88,4 +88,4 @@ def parse_diskstats(text: str) -> List[Dict[str, Any]]:
 
 def read_diskstats(path: str = DEFAULT_PATH) -> List[Dict[str, Any]]:
     """Parse the file; OSError when it cannot be read."""
-    return parse_diskstats(read_file(path).decode("utf-8", "surrogateescape"))
+    return parse_diskstats(read_proc(path).decode("utf-8", "surrogateescape"))

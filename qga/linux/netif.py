@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from qga.cstring import c_text
-from qga.linux.sysfs import read_fd
+from qga.linux.sysfs import read_proc
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +232,8 @@ def parse_net_dev(text: str) -> Dict[str, Dict[str, int]]:
 def read_net_dev(path: str = "/proc/net/dev") -> Dict[str, Dict[str, int]]:
     """Per-interface counters; empty when the file cannot be read (qemu-ga omits them)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        log.debug("failed to open network stats %s: %s", path, exc.strerror)
+        data = read_proc(path)
+    except OSError as exc:  # qemu-ga's getline loop ends at a read error too
+        log.debug("failed to read network stats %s: %s", path, exc.strerror)
         return {}
-    try:
-        data = read_fd(fd)
-    finally:
-        os.close(fd)
     return parse_net_dev(data.decode("utf-8", "surrogateescape"))

@@ -4,26 +4,33 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from qga.linux.sysfs import read_file
+from qga.linux.sysfs import read_proc
 
 DEFAULT_PATH = "/proc/stat"
 _ULONG = 1 << 64
-#: GuestCpuStatsLinux members in column order (after the cpu name).
-_MEMBERS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guestnice")
+#: GuestCpuStats members: the union's tag, the cpu, then the columns in order.
+_MEMBERS = ("type", "cpu", "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
+            "guestnice")
 
 
-def _numbers(tokens: List[str]) -> List[int]:
-    """Leading unsigned numbers, as sscanf("%lu") converts them."""
+def _ticks(tokens: List[str]) -> List[int]:
+    """Up to ten leading unsigned numbers, as sscanf("%lu") converts them."""
+    try:  # all numbers (always so on Linux) in one go
+        return list(map(int, tokens[:10]))
+    except ValueError:
+        pass
     out: List[int] = []
     for tok in tokens[:10]:
         try:
-            out.append(int(tok) % _ULONG)
+            out.append(int(tok))
         except ValueError:
             break
     return out
 
 
 def _atoi(text: str) -> int:
+    if text.isdigit():
+        return int(text)
     digits = ""
     for c in text:
         if not c.isdigit():
@@ -50,21 +57,20 @@ def parse_cpustats(text: str, clk_tck: int) -> List[Dict[str, Any]]:
         name = tokens[0]
         if name == "cpu":
             continue
-        nums = _numbers(tokens[1:])
-        if len(nums) < 4:
+        ticks = _ticks(tokens[1:])
+        if len(ticks) < 4:
             break
-        ms = [(ticks * 1000) % _ULONG // clk_tck for ticks in nums]
-        if len(ms) == 6:
-            ms.append(0)  # irq without softirq: qemu-ga reads an unset value; use 0
-        entry: Dict[str, Any] = {"type": "linux", "cpu": _atoi(name[3:])}
-        entry.update(zip(_MEMBERS, ms))
-        result.append(entry)
+        values: List[Any] = ["linux", _atoi(name[3:])]
+        values += [(t % _ULONG * 1000) % _ULONG // clk_tck for t in ticks]
+        if len(ticks) == 6:
+            values.append(0)  # irq without softirq: qemu-ga reads an unset value; use 0
+        result.append(dict(zip(_MEMBERS, values)))
     return result
 
 
 def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> List[Dict[str, Any]]:
     """guest-get-cpustats from ``path``; OSError when it cannot be read."""
-    text = read_file(path).decode("ascii", "replace")
+    text = read_proc(path).decode("ascii", "replace")
     if clk_tck is None:
         clk_tck = os.sysconf("SC_CLK_TCK")
     return parse_cpustats(text, clk_tck)

@@ -50,6 +50,40 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
+#: Descriptors of /proc files read by :func:`read_proc`, kept open for the process's life.
+_KEPT: Dict[str, int] = {}
+
+
+def read_proc(path: str) -> bytes:
+    """:func:`read_file` for a /proc file read often, through a descriptor kept open.
+
+    Reading from offset 0 (pread) makes the kernel generate the text afresh,
+    so only the open, close and path walk of each call are saved.  /proc
+    entries are never replaced, so the descriptor cannot go stale; any other
+    path (a test's copy may be renamed over) is opened each time.  For one
+    thread at a time (the event loop's), as chunks of one read follow each
+    other by offset.
+    """
+    if not path.startswith("/proc/"):
+        return read_file(path)
+    fd = _KEPT.get(path)
+    if fd is None:
+        fd = _KEPT[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    chunks: List[bytes] = []
+    offset = 0
+    try:
+        while True:
+            chunk = os.pread(fd, 65536, offset)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            offset += len(chunk)
+    except OSError:  # not seen on procfs; a fresh open then says what is wrong
+        del _KEPT[path]
+        os.close(fd)
+        return read_file(path)
+
+
 def open_dir(path: str) -> int:
     """A directory descriptor for ``*at`` calls; StepError ``opendir`` when it cannot be opened."""
     try:

@@ -1,0 +1,42 @@
+"""qga.linux.sysfs readers of /proc files: fresh text at every call, one descriptor kept."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qga.linux.sysfs import read_file, read_proc
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_read_proc_keeps_one_descriptor_and_reads_afresh() -> None:
+    # rchar counts the bytes this process has read: every read of the file raises it.
+    def rchar() -> int:
+        text = read_proc("/proc/self/io").decode()
+        return int(text.split("rchar:")[1].split()[0])
+
+    fds = _fds()
+    first = rchar()
+    assert _fds() == fds + 1  # opened once (no other test reads this file) and kept
+    values = [rchar() for _ in range(3)]
+    assert first < values[0] < values[1] < values[2]
+    assert _fds() == fds + 1  # the same descriptor each time
+
+
+def test_read_proc_reads_past_the_first_chunk() -> None:
+    # smaps of a Python process is far beyond one 64 KiB pread.
+    data = read_proc("/proc/self/smaps")
+    assert len(data) > 65536 and data.endswith(b"\n")
+    assert data.count(b"\nRss:") == data.count(b"\nVmFlags:") > 0  # whole records, none cut or doubled
+
+
+def test_other_paths_are_opened_each_time(tmp_path: Path) -> None:
+    path = tmp_path / "stat"
+    path.write_bytes(b"one\n")
+    assert read_proc(str(path)) == b"one\n"
+    new = tmp_path / "new"
+    new.write_bytes(b"two\n")
+    new.replace(path)  # another inode under the same name
+    assert read_proc(str(path)) == read_file(str(path)) == b"two\n"
