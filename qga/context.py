@@ -51,9 +51,9 @@ class Context:
 
     def subject(self, kind: Type[T], make: Optional[Callable[[], T]] = None) -> T:
         """The agent's one ``kind`` object, created on first use by ``make`` (default ``kind()``)."""
-        obj = self._subjects.get(kind)  # once created it never changes: no lock needed to find it
-        if obj is not None:
-            return obj
+        found: Optional[T] = self._subjects.get(kind)  # never replaced once made: found without the lock
+        if found is not None:
+            return found
         with self._subject_lock:
             obj = self._subjects.get(kind)
             if obj is None:
