@@ -14,12 +14,14 @@ and its absence tells a link without any hardware address (tun, wireguard).
 """
 from __future__ import annotations
 
+import errno
+import itertools
 import logging
 import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from qga.cstring import c_text
 from qga.linux.sysfs import read_proc
@@ -93,7 +95,10 @@ def _dump(sock: socket.socket, msg_type: int, seq: int) -> Iterator[Tuple[int, b
     sock.send(_request(msg_type, seq))
     unpack = _NLMSGHDR.unpack_from
     while True:
-        buf = sock.recv(65536)
+        try:
+            buf = sock.recv(65536)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)) from None
         if not buf:
             raise OSError(0, "netlink socket closed")
         offset, size = 0, len(buf)
@@ -113,71 +118,111 @@ def _dump(sock: socket.socket, msg_type: int, seq: int) -> Iterator[Tuple[int, b
             offset += (length + 3) & ~3
 
 
-def _attributes(buf: bytes, pos: int, end: int) -> Iterator[Tuple[int, bytes]]:
-    """(type, payload) of each rtattr between ``pos`` and ``end``."""
+_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_ADDRESS))
+_ADDR_ATTRS = frozenset((IFA_ADDRESS, IFA_LOCAL, IFA_LABEL))
+
+
+def _attributes(buf: bytes, pos: int, end: int, wanted: FrozenSet[int]) -> Dict[int, bytes]:
+    """type -> payload of the ``wanted`` rtattrs between ``pos`` and ``end`` (the last one of a type).
+
+    A link carries some forty attributes and two are wanted: only those are copied out.
+    """
+    found: Dict[int, bytes] = {}
     unpack = _RTATTR.unpack_from
     while pos + 4 <= end:
         length, kind = unpack(buf, pos)
         if length < 4:
-            return
-        yield kind & 0x3FFF, buf[pos + 4:pos + length]
+            break
+        kind &= 0x3FFF
+        if kind in wanted:
+            found[kind] = buf[pos + 4:pos + length]
         pos += (length + 3) & ~3
+    return found
 
 
 def _parse_link(buf: bytes, off: int, end: int) -> Link:
     _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(buf, off)
-    name, hwaddr = "", None
-    for kind, payload in _attributes(buf, off + _IFINFOMSG.size, end):
-        if kind == IFLA_IFNAME:
-            name = c_text(payload)
-        elif kind == IFLA_ADDRESS:
-            hwaddr = payload
-    return Link(index, name, hwaddr)
+    attrs = _attributes(buf, off + _IFINFOMSG.size, end, _LINK_ATTRS)
+    name = attrs.get(IFLA_IFNAME)
+    return Link(index, "" if name is None else c_text(name), attrs.get(IFLA_ADDRESS))
 
 
 def _parse_addr(buf: bytes, off: int, end: int) -> Optional[Address]:
     family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(buf, off)
     if family not in _MAX_PREFIX:
         return None
-    address = local = label = None
-    for kind, payload in _attributes(buf, off + _IFADDRMSG.size, end):
-        if kind == IFA_ADDRESS:
-            address = payload
-        elif kind == IFA_LOCAL:
-            local = payload
-        elif kind == IFA_LABEL:
-            label = c_text(payload)
+    attrs = _attributes(buf, off + _IFADDRMSG.size, end, _ADDR_ATTRS)
     # glibc: IFA_LOCAL is the address when present (IFA_ADDRESS is then the peer).
-    addr = local if local is not None else address
+    addr = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
     if addr is None:
         return None
-    return Address(family, index, min(prefixlen, _MAX_PREFIX[family]), addr, label)
+    label = attrs.get(IFA_LABEL)
+    return Address(family, index, min(prefixlen, _MAX_PREFIX[family]), addr,
+                   None if label is None else c_text(label))
+
+
+#: The rtnetlink socket between calls (at most one): creating and binding one
+#: costs about as much as a dump.  Only a socket whose dumps ended cleanly is
+#: put back, so no reply of an unfinished dump can be waiting in it.
+_IDLE: List[socket.socket] = []
+_SEQ = itertools.count(1)
+
+
+def _next_seq() -> int:
+    return next(_SEQ) & 0xFFFFFFFF  # nlmsg_seq is 32 bits
+
+
+def _open_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    try:
+        # Callers may run on the event loop: a receive timeout, set in the
+        # kernel so that each call is not preceded by a poll() as with settimeout().
+        seconds = int(NETLINK_TIMEOUT)
+        timeval = struct.pack("@ll", seconds, int((NETLINK_TIMEOUT - seconds) * 1e6))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        except OSError:  # a timeval of another size (32-bit, 64-bit time_t)
+            sock.settimeout(NETLINK_TIMEOUT)
+        sock.bind((0, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def dump_links_and_addresses() -> Tuple[List[Link], List[Address]]:
     """The two rtnetlink dumps getifaddrs makes, parsed; raises OSError."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as sock:
-        sock.settimeout(NETLINK_TIMEOUT)  # callers may run on the event loop
-        sock.bind((0, 0))
-        links: List[Link] = []
-        for kind, buf, off, end in _dump(sock, RTM_GETLINK, 1):
-            if kind != RTM_NEWLINK:
-                continue
-            try:
-                links.append(_parse_link(buf, off, end))
-            except struct.error as exc:  # one bad message must not hide the others
-                log.warning("skipping malformed RTM_NEWLINK message: %s", exc)
-        addrs: List[Address] = []
-        for kind, buf, off, end in _dump(sock, RTM_GETADDR, 2):
-            if kind != RTM_NEWADDR:
-                continue
-            try:
-                addr = _parse_addr(buf, off, end)
-            except struct.error as exc:
-                log.warning("skipping malformed RTM_NEWADDR message: %s", exc)
-                continue
-            if addr is not None:
-                addrs.append(addr)
+    sock = _IDLE.pop() if _IDLE else _open_socket()
+    try:
+        links, addrs = _dump_both(sock)
+    except BaseException:
+        sock.close()
+        raise
+    _IDLE.append(sock)
+    return links, addrs
+
+
+def _dump_both(sock: socket.socket) -> Tuple[List[Link], List[Address]]:
+    """RTM_GETLINK then RTM_GETADDR on ``sock``, parsed."""
+    links: List[Link] = []
+    for kind, buf, off, end in _dump(sock, RTM_GETLINK, _next_seq()):
+        if kind != RTM_NEWLINK:
+            continue
+        try:
+            links.append(_parse_link(buf, off, end))
+        except struct.error as exc:  # one bad message must not hide the others
+            log.warning("skipping malformed RTM_NEWLINK message: %s", exc)
+    addrs: List[Address] = []
+    for kind, buf, off, end in _dump(sock, RTM_GETADDR, _next_seq()):
+        if kind != RTM_NEWADDR:
+            continue
+        try:
+            addr = _parse_addr(buf, off, end)
+        except struct.error as exc:
+            log.warning("skipping malformed RTM_NEWADDR message: %s", exc)
+            continue
+        if addr is not None:
+            addrs.append(addr)
     return links, addrs
 
 

@@ -1,6 +1,7 @@
 """Interface and route readers: rtnetlink parsing, getifaddrs grouping, /proc/net files."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -120,6 +121,43 @@ def test_live_dump_matches_sysfs() -> None:
         if link.hwaddr is not None:
             assert link.hwaddr.hex(":") == text
     assert any(a.family == AF4 and a.address == bytes([127, 0, 0, 1]) for a in addrs)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_live_dumps_share_one_socket_until_one_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = netif.dump_links_and_addresses()
+    fds = _fds()
+    again = [netif.dump_links_and_addresses() for _ in range(3)]
+    assert _fds() == fds  # the socket of a clean dump is kept and taken again, none leaked
+    assert all([link.name for link in a[0]] == [link.name for link in first[0]] for a in again)
+    assert len(netif._IDLE) == 1
+    kept = netif._IDLE[0]
+
+    def failing(sock: socket.socket, msg_type: int, seq: int) -> Any:
+        yield from ()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(netif, "_dump", failing)
+    with pytest.raises(OSError):
+        netif.dump_links_and_addresses()
+    assert kept.fileno() == -1 and not netif._IDLE  # a failed dump's socket is closed, not put back
+    monkeypatch.undo()
+    assert [link.name for link in netif.dump_links_and_addresses()[0]] == [link.name for link in first[0]]
+
+
+def test_a_dump_without_answer_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netif, "NETLINK_TIMEOUT", 0.05)
+    sock = netif._open_socket()
+    try:
+        # The kernel answers NLMSG_NOOP without NLM_F_ACK with nothing at all.
+        with pytest.raises(OSError) as err:
+            list(netif._dump(sock, 1, 77))
+        assert err.value.errno == errno.ETIMEDOUT
+    finally:
+        sock.close()
 
 
 def test_live_handler(ctx: Any) -> None:
