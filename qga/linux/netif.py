@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import operator
 import os
 import socket
 import struct
@@ -247,11 +248,10 @@ def group_interfaces(links: List[Link], addrs: List[Address]) -> Tuple[List[Inte
 
 def format_mac(hwaddr: bytes) -> str:
     """The first six bytes, zero-padded, as SIOCGIFHWADDR + ``%02x:...`` gives them."""
-    raw = (hwaddr + b"\0" * 6)[:6]
-    return ":".join("%02x" % b for b in raw)
+    return (hwaddr + b"\0" * 6)[:6].hex(":")
 
 
-_STAT_COLUMNS = (0, 1, 2, 3, 8, 9, 10, 11)
+_PICK_STATS = operator.itemgetter(0, 1, 2, 3, 8, 9, 10, 11)  # of the 16 counters after "name:"
 STAT_KEYS = ("rx-bytes", "rx-packets", "rx-errs", "rx-dropped",
              "tx-bytes", "tx-packets", "tx-errs", "tx-dropped")
 
@@ -263,14 +263,15 @@ def parse_net_dev(text: str) -> Dict[str, Dict[str, int]]:
         name, sep, rest = line.strip().partition(":")
         if not sep:
             continue
+        if name in stats:  # the first line of a name counts
+            continue
         cols = rest.split()
         if len(cols) < 16:
             continue
         try:
-            values = [int(cols[i]) for i in _STAT_COLUMNS]
+            stats[name] = dict(zip(STAT_KEYS, map(int, _PICK_STATS(cols))))
         except ValueError:
             continue
-        stats.setdefault(name, dict(zip(STAT_KEYS, values)))
     return stats
 
 
