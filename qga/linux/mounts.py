@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
+from qga.linux.sysfs import read_proc
+
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
@@ -111,8 +113,6 @@ def exclusion(mount: Mount, patterns: Sequence[str]) -> Optional[str]:
 def list_mounts(mountinfo: str = "/proc/self/mountinfo", mounts: str = "/proc/self/mounts") -> List[Mount]:
     """The mount list in mount order; raises OSError when neither file is readable."""
     try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            return parse_mountinfo(f.read())
+        return parse_mountinfo(read_proc(mountinfo).decode("utf-8", "surrogateescape"))
     except OSError:
-        with open(mounts, encoding="utf-8", errors="surrogateescape") as f:
-            return parse_mounts(f.read())
+        return parse_mounts(read_proc(mounts).decode("utf-8", "surrogateescape"))

@@ -1,7 +1,9 @@
 """Opening and reading /proc, /sys and other small files."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
@@ -50,8 +52,17 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
-#: Descriptors of /proc files read by :func:`read_proc`, kept open for the process's life.
-_KEPT: Dict[str, int] = {}
+class _Kept:
+    """One /proc file's descriptor, kept open for the process's life."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        #: Held across one read, whose chunks follow each other by offset.
+        self.lock = threading.Lock()
+
+
+_KEPT: Dict[str, _Kept] = {}
+_KEPT_LOCK = threading.Lock()  # only while an entry is looked up, added or dropped
 
 
 def read_proc(path: str) -> bytes:
@@ -60,28 +71,32 @@ def read_proc(path: str) -> bytes:
     Reading from offset 0 (pread) makes the kernel generate the text afresh,
     so only the open, close and path walk of each call are saved.  /proc
     entries are never replaced, so the descriptor cannot go stale; any other
-    path (a test's copy may be renamed over) is opened each time.  For one
-    thread at a time (the event loop's), as chunks of one read follow each
-    other by offset.
+    path (a test's copy may be renamed over) is opened each time.
     """
     if not path.startswith("/proc/"):
         return read_file(path)
-    fd = _KEPT.get(path)
-    if fd is None:
-        fd = _KEPT[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    chunks: List[bytes] = []
-    offset = 0
-    try:
-        while True:
-            chunk = os.pread(fd, 65536, offset)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            offset += len(chunk)
-    except OSError:  # not seen on procfs; a fresh open then says what is wrong
-        del _KEPT[path]
-        os.close(fd)
-        return read_file(path)
+    with _KEPT_LOCK:
+        kept = _KEPT.get(path)
+        if kept is None:
+            kept = _KEPT[path] = _Kept(path)
+    with kept.lock:
+        chunks: List[bytes] = []
+        offset = 0
+        try:
+            while kept.fd >= 0:
+                chunk = os.pread(kept.fd, 65536, offset)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+                offset += len(chunk)
+        except OSError:  # not seen on procfs; dropped, and a fresh open says what is wrong
+            with _KEPT_LOCK:
+                if _KEPT.get(path) is kept:
+                    del _KEPT[path]
+            with contextlib.suppress(OSError):  # EBADF: it was closed already
+                os.close(kept.fd)
+            kept.fd = -1  # for a reader that took this entry before it was dropped
+    return read_file(path)
 
 
 def open_dir(path: str) -> int:

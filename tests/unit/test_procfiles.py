@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qga.linux import sysfs
 from qga.linux.sysfs import read_file, read_proc
 
 
@@ -40,3 +41,14 @@ def test_other_paths_are_opened_each_time(tmp_path: Path) -> None:
     new.write_bytes(b"two\n")
     new.replace(path)  # another inode under the same name
     assert read_proc(str(path)) == read_file(str(path)) == b"two\n"
+
+
+def test_a_failing_descriptor_is_dropped_and_the_file_opened_again() -> None:
+    path = "/proc/self/statm"  # no other test reads it
+    fields = len(read_proc(path).split())
+    kept = sysfs._KEPT[path]
+    os.close(kept.fd)  # closed behind its back: the next pread fails (EBADF)
+    assert len(read_proc(path).split()) == fields  # read by a fresh open instead
+    assert path not in sysfs._KEPT and kept.fd == -1
+    assert len(read_proc(path).split()) == fields
+    assert sysfs._KEPT[path] is not kept  # a new descriptor is kept
