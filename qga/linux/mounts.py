@@ -64,9 +64,12 @@ def parse_mountinfo(text: str) -> List[Mount]:
     for line in text.splitlines():
         fields = line.split(" ")
         try:
-            sep = fields.index("-", 6)
             major_s, minor_s = fields[2].split(":")
-            dirname, devtype, source = fields[4], fields[sep + 1], fields[sep + 2]
+            sep = fields.index("-", 6)
+            devtype = fields[sep + 1]
+            if major_s == "0" and devtype != "btrfs":
+                continue  # most lines (proc, tmpfs, cgroup...): no block device, nothing else to decode
+            dirname, source = fields[4], fields[sep + 2]
             dev = _keep(devtype, int(major_s), int(minor_s), decode_octal(source))
         except (ValueError, IndexError):
             continue
