@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 from typing import Any, Dict, List, Mapping, Sequence
 
 from qga.errors import InternalError
@@ -97,8 +96,11 @@ def read_vcpus(sysfs_cpu: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
             try:
                 fd = os.open(f"cpu{logical_id}/online", os.O_RDONLY | os.O_CLOEXEC, dir_fd=cpu_fd)
             except OSError as exc:
-                if exc.errno == errno.ENOENT and _is_dir(f"cpu{logical_id}", cpu_fd):
-                    vcpu["can-offline"] = False  # no "online" file (typically cpu0)
+                if exc.errno == errno.ENOENT and name == f"cpu{logical_id}":
+                    # No "online" file in a directory just listed (typically cpu0).
+                    # Had it gone since (CPU unplug), qemu-ga could answer the same:
+                    # its openat() of "online" in the opened directory fails alike.
+                    vcpu["can-offline"] = False
                 else:  # qemu-ga's two steps tell which failed, and how
                     _transfer(sysfs_cpu, vcpu, read=True)
             else:
@@ -107,13 +109,6 @@ def read_vcpus(sysfs_cpu: str = DEFAULT_DIR) -> List[Dict[str, Any]]:
     finally:
         os.close(cpu_fd)
     return result
-
-
-def _is_dir(name: str, dir_fd: int) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd).st_mode)
-    except OSError:
-        return False
 
 
 def set_vcpus(vcpus: Sequence[Mapping[str, Any]], sysfs_cpu: str = DEFAULT_DIR) -> int:
