@@ -27,7 +27,7 @@ from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["Base64Pieces", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
+__all__ = ["Base64Pieces", "Encoded", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
 
 #: A serialised reply: bytes, or pieces whose concatenation it is (see :func:`dump_pieces`).
 Reply = Union[bytes, Sequence[bytes]]
@@ -107,6 +107,21 @@ _SAFE = bytes(i for i in range(0x20, 0x7F) if i not in (0x22, 0x5C))
 _BIG = 1 << 16
 
 
+class Encoded(Dict[str, Any]):
+    """An object whose JSON text is written once, when it is made, and copied into each reply.
+
+    For a reply a handler keeps while it cannot change (guest-get-osinfo's,
+    until its file does); it must not be modified once made.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, members: Dict[str, Any]) -> None:
+        """The members, in their insertion order (which decides the QDict order)."""
+        super().__init__(members)
+        self.text = dumps(members)[:-1].decode("ascii")
+
+
 class _Shape(NamedTuple):
     """How objects with one sequence of keys are written."""
 
@@ -172,6 +187,9 @@ def _write(obj: Any, out: list[Any]) -> None:
                 return
         out.append(_string(obj))
     elif isinstance(obj, dict):
+        if type(obj) is Encoded:
+            out.append(obj.text)
+            return
         if not obj:
             out.append("{}")
             return

@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from qga.codec import Encoded
 from qga.commands.failures import helper_error
 from qga.context import Context
 from qga.errors import QgaError, strerror
@@ -95,7 +96,7 @@ def get_osinfo(ctx: Context) -> Dict[str, str]:
     cache = ctx.subject(OsinfoCache)
     release = osrelease.read_os_release(None, OS_RELEASE_PATHS, cache.read)
     if release is not cache.release:
-        cache.reply = osrelease.osinfo(release)
+        cache.reply = Encoded(osrelease.osinfo(release))  # written once per change of the file
         cache.release = release
     return cache.reply
 

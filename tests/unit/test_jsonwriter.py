@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from qga.codec import OutOfRangeNumber, dumps
+from qga.codec import Encoded, OutOfRangeNumber, dumps
 from qga.codec.qdict import member_order
 
 
@@ -52,6 +52,15 @@ def test_objects_of_each_value_kind(obj: dict, texts: list) -> None:
     # Another insertion order is another shape (QDict order depends on it when keys share a bucket).
     rev = dict(reversed(obj.items()))
     assert dumps(rev) == ("{" + ", ".join(f'"{k}": {by_key[k]}' for k in member_order(tuple(rev))) + "}\n").encode()
+
+
+def test_an_encoded_object_is_written_as_it_was_encoded() -> None:
+    members = {"kernel-release": "6.1", "id": "debian", "x": [1, True, None], "y": {"b": 0.5, "a": "\u00e9"}}
+    obj = Encoded(members)
+    assert obj == members and obj.text + "\n" == dumps(members).decode()
+    assert dumps([obj, {"k": obj}]) == b"[" + dumps(members)[:-1] + b', {"k": ' + dumps(members)[:-1] + b"}]\n"
+    obj.text = '{"stale": true}'  # the text made at creation is what is written, not the members
+    assert dumps(obj) == b'{"stale": true}\n'
 
 
 @pytest.mark.parametrize("value,text", [

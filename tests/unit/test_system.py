@@ -11,6 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
+from qga.codec import dumps
 from qga.commands import load
 from qga.commands import system
 from qga.config import Config
@@ -130,6 +131,7 @@ def test_get_osinfo_follows_every_change_of_its_files(tmp_path: Path, monkeypatc
     first.write_text("ID=etc3\n")  # same size; the mtime (ns) or ctime differs
     os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert system.get_osinfo(ctx)["id"] == "etc3"
+    assert b'"id": "etc3"' in dumps(system.get_osinfo(ctx))  # the reply text follows too
     first.unlink()
     assert system.get_osinfo(ctx)["id"] == "usr"
     monkeypatch.setenv("QGA_OS_RELEASE", str(OSREL / "qemu-test-os-release"))
