@@ -189,31 +189,8 @@ def _write(obj: Any, out: list[Any]) -> None:
     elif isinstance(obj, dict):
         if type(obj) is Encoded:
             out.append(obj.text)
-            return
-        if not obj:
-            out.append("{}")
-            return
-        keys = tuple(obj)
-        shape = _SHAPES.get(keys) or _shape(keys)
-        values = shape.values(obj)
-        types = set(map(type, values))
-        if types <= _INTS:
-            out.append(shape.template % values)
-        elif types <= _SCALARS:
-            out.append(shape.template % tuple([v if type(v) is int else _string(v) if type(v) is str else _CONSTANTS[v]
-                                               for v in values]))
         else:
-            for head, v in zip(shape.heads, values):
-                out.append(head)
-                # The scalar members of inventory replies, without a call each.
-                t = type(v)
-                if t is int:
-                    out.append(int.__repr__(v))
-                elif t is str and len(v) <= _BIG:
-                    out.append(_string(v))
-                else:
-                    _write(v, out)
-            out.append("}")
+            _write_dict(obj, out)
     elif obj is True:
         out.append("true")
     elif obj is False:
@@ -231,11 +208,44 @@ def _write(obj: Any, out: list[Any]) -> None:
         sep = "["
         for v in obj:
             out.append(sep)
-            _write(v, out)
+            # Inventory replies are lists of objects: no type tests first.
+            if type(v) is dict:
+                _write_dict(v, out)
+            else:
+                _write(v, out)
             sep = ", "
         out.append("]")
     else:
         raise TypeError(f"cannot serialise {type(obj).__name__} as JSON")
+
+
+def _write_dict(obj: Dict[str, Any], out: List[Any]) -> None:
+    if not obj:
+        out.append("{}")
+        return
+    keys = tuple(obj)
+    shape = _SHAPES.get(keys) or _shape(keys)
+    values = shape.values(obj)
+    types = set(map(type, values))
+    if types <= _INTS:
+        out.append(shape.template % values)
+    elif types <= _SCALARS:
+        out.append(shape.template % tuple([v if type(v) is int else _string(v) if type(v) is str else _CONSTANTS[v]
+                                           for v in values]))
+    else:
+        for head, v in zip(shape.heads, values):
+            out.append(head)
+            # The members of inventory replies, without the type tests of _write.
+            t = type(v)
+            if t is int:
+                out.append(int.__repr__(v))
+            elif t is str and len(v) <= _BIG:
+                out.append(_string(v))
+            elif t is dict:
+                _write_dict(v, out)
+            else:
+                _write(v, out)
+        out.append("}")
 
 
 _END = object()
