@@ -11,10 +11,11 @@ import fnmatch
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from qga.linux.sysfs import read_proc
+from qga.linux.sysfs import ProcWatch, read_file
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -113,9 +114,33 @@ def exclusion(mount: Mount, patterns: Sequence[str]) -> Optional[str]:
     return None
 
 
+#: mountinfo path -> its watch and the mount list last parsed from it (None: parse again).
+_TABLES: Dict[str, Tuple[ProcWatch, Optional[List[Mount]]]] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def _read_mountinfo(path: str) -> List[Mount]:
+    """parse_mountinfo of ``path``, parsed again only after the kernel reports a mount change."""
+    if not path.startswith("/proc/"):
+        return parse_mountinfo(read_file(path).decode("utf-8", "surrogateescape"))
+    with _TABLES_LOCK:
+        entry = _TABLES.pop(path, None)
+        watch, mounts = entry if entry is not None else (ProcWatch(path), None)
+        try:
+            if mounts is None or watch.changed():
+                mounts = parse_mountinfo(watch.read().decode("utf-8", "surrogateescape"))
+        except OSError:
+            watch.close()
+            raise
+        # The device of a btrfs mount comes from a stat() of its source, which
+        # no mount event covers: such a list is parsed again at each call.
+        _TABLES[path] = (watch, None if any(m.devtype == "btrfs" for m in mounts) else mounts)
+        return list(mounts)
+
+
 def list_mounts(mountinfo: str = "/proc/self/mountinfo", mounts: str = "/proc/self/mounts") -> List[Mount]:
     """The mount list in mount order; raises OSError when neither file is readable."""
     try:
-        return parse_mountinfo(read_proc(mountinfo).decode("utf-8", "surrogateescape"))
+        return _read_mountinfo(mountinfo)
     except OSError:
-        return parse_mounts(read_proc(mounts).decode("utf-8", "surrogateescape"))
+        return parse_mounts(read_file(mounts).decode("utf-8", "surrogateescape"))

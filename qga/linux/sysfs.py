@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 import time
 from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
@@ -52,6 +53,46 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
+def _pread_all(fd: int) -> bytes:
+    """The whole text of a /proc file from offset 0 (it is generated afresh then)."""
+    chunks: List[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+class ProcWatch:
+    """A pollable /proc file (mounts, mountinfo) kept open, to learn whether it changed.
+
+    The kernel flags such a file POLLPRI once after any mount, unmount or
+    move in its mount namespace since the previous poll of the same open file
+    (proc(5)), so "unchanged" costs one poll().  Not thread-safe: the caller
+    holds one lock across :meth:`changed` and :meth:`read`.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Open ``path``; OSError when it cannot be."""
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLPRI)
+
+    def changed(self) -> bool:
+        """Whether the file changed since the previous call (or since it was opened)."""
+        return bool(self._poll.poll(0))
+
+    def read(self) -> bytes:
+        """The file's text now; OSError as raised."""
+        return _pread_all(self.fd)
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        os.close(self.fd)
+
+
 class _Kept:
     """One /proc file's descriptor, kept open for the process's life."""
 
@@ -80,15 +121,9 @@ def read_proc(path: str) -> bytes:
         if kept is None:
             kept = _KEPT[path] = _Kept(path)
     with kept.lock:
-        chunks: List[bytes] = []
-        offset = 0
         try:
-            while kept.fd >= 0:
-                chunk = os.pread(kept.fd, 65536, offset)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-                offset += len(chunk)
+            if kept.fd >= 0:
+                return _pread_all(kept.fd)
         except OSError:  # not seen on procfs; dropped, and a fresh open says what is wrong
             with _KEPT_LOCK:
                 if _KEPT.get(path) is kept:

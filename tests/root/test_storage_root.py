@@ -8,6 +8,9 @@ device are always removed, even when an assertion fails.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
@@ -39,3 +42,40 @@ def test_loop_ext4_in_fsinfo_and_disks(agent: AgentProcess, loop_mount: Tuple[st
     disks = conn.cmd("guest-get-disks")
     loop = next(d for d in disks if d["name"] == dev)
     assert loop == {"name": dev, "partition": False, "dependencies": []}  # virtual: no address
+
+
+#: Run in a mount namespace of its own (no other mount on the machine can
+#: interfere): the mount list is parsed once, then again only after a mount
+#: change, which it then shows.
+_MOUNT_EVENTS = """
+import subprocess, sys
+from qga.linux import mounts
+parses = []
+real = mounts.parse_mountinfo
+def counting(text):
+    parses.append(text)
+    return real(text)
+mounts.parse_mountinfo = counting
+dev, mnt = sys.argv[1:]
+def names():
+    return [m.dirname for m in mounts.list_mounts()]
+first = names()
+assert names() == first and len(parses) == 1, "unchanged, yet parsed again"
+subprocess.run(["mount", dev, mnt], check=True)
+assert names() == first + [mnt] and len(parses) == 2, "the mount was not seen"
+assert names() == first + [mnt] and len(parses) == 2, "unchanged, yet parsed again"
+subprocess.run(["umount", mnt], check=True)
+assert names() == first and len(parses) == 3, "the unmount was not seen"
+print("ok")
+"""
+
+
+def test_the_mount_list_is_parsed_again_after_each_mount_change(tmp_path: Path) -> None:
+    with loopmount.loop_device(32, prefix="qga-mountlist-", mkfs=True) as (dev, _work):
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        repo = Path(__file__).resolve().parents[2]
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                               _MOUNT_EVENTS, dev, str(mnt)], cwd=repo, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(repo)), timeout=60)
+        assert proc.stdout.strip() == "ok", proc.stderr
