@@ -73,7 +73,7 @@ def get_interfaces(ctx: Context) -> List[Dict[str, Any]]:
         code = exc.errno or (errno.ETIMEDOUT if isinstance(exc, socket.timeout) else errno.EIO)
         raise QgaError(f"getifaddrs failed: {strerror(code)}") from None
     # Counters are only reported for interfaces that have an address.
-    stats = netif.read_net_dev() if addrs else {}
+    stats = (netif.link_counters(links) or netif.read_net_dev()) if addrs else {}
     exclude = list(ctx.config.interface_exclude)
     return build_interfaces(links, addrs, stats, exclude)
 

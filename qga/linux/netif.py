@@ -33,8 +33,7 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_EXT_MASK = 1, 3, 29
-RTEXT_FILTER_SKIP_STATS = 1 << 3
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_STATS64 = 1, 3, 23
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 
 #: Seconds a dump may take before it is given up (a kernel answers in microseconds).
@@ -55,6 +54,8 @@ class Link:
     name: str
     #: Raw IFLA_ADDRESS; None when the link has no hardware address.
     hwaddr: Optional[bytes]
+    #: Raw IFLA_STATS64 (struct rtnl_link_stats64); None when the kernel sent none.
+    stats64: Optional[bytes] = None
 
 
 @dataclass
@@ -79,15 +80,10 @@ class Interface:
 
 
 def _request(msg_type: int, seq: int) -> bytes:
-    if msg_type == RTM_GETLINK:
-        # ifinfomsg + IFLA_EXT_MASK(RTEXT_FILTER_SKIP_STATS): the kernel then
-        # leaves out the per-link statistics blocks (a third of the dump time);
-        # counters come from /proc/net/dev as in qemu-ga.  Older kernels ignore
-        # the bit.  The dump order does not depend on it.
-        body = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK)
-                + struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
-    else:
-        body = b"\0" * 4  # struct rtgenmsg (AF_UNSPEC), padded: what glibc sends
+    # struct rtgenmsg (AF_UNSPEC), padded: what glibc sends.  The link dump
+    # comes with each link's counters (IFLA_STATS64), which replace a read of
+    # /proc/net/dev (see link_counters).
+    body = b"\0" * 4
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
@@ -119,7 +115,7 @@ def _dump(sock: socket.socket, msg_type: int, seq: int) -> Iterator[Tuple[int, b
             offset += (length + 3) & ~3
 
 
-_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_ADDRESS))
+_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_ADDRESS, IFLA_STATS64))
 _ADDR_ATTRS = frozenset((IFA_ADDRESS, IFA_LOCAL, IFA_LABEL))
 
 
@@ -145,7 +141,7 @@ def _parse_link(buf: bytes, off: int, end: int) -> Link:
     _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(buf, off)
     attrs = _attributes(buf, off + _IFINFOMSG.size, end, _LINK_ATTRS)
     name = attrs.get(IFLA_IFNAME)
-    return Link(index, "" if name is None else c_text(name), attrs.get(IFLA_ADDRESS))
+    return Link(index, "" if name is None else c_text(name), attrs.get(IFLA_ADDRESS), attrs.get(IFLA_STATS64))
 
 
 def _parse_addr(buf: bytes, off: int, end: int) -> Optional[Address]:
@@ -272,6 +268,29 @@ def parse_net_dev(text: str) -> Dict[str, Dict[str, int]]:
             stats[name] = dict(zip(STAT_KEYS, map(int, _PICK_STATS(cols))))
         except ValueError:
             continue
+    return stats
+
+
+#: The first 16 counters of struct rtnl_link_stats64 (rx_packets ... rx_missed_errors).
+_STATS64 = struct.Struct("=16Q")
+_U64 = (1 << 64) - 1
+
+
+def link_counters(links: List[Link]) -> Optional[Dict[str, Dict[str, int]]]:
+    """name -> GuestNetworkInterfaceStat from the link dump; None if a link came without counters.
+
+    /proc/net/dev prints the same dev_get_stats() counters, its receive
+    "drop" column being rx_dropped + rx_missed_errors (in u64).
+    """
+    stats: Dict[str, Dict[str, int]] = {}
+    for link in links:
+        if link.stats64 is None or len(link.stats64) < _STATS64.size:
+            return None  # a kernel without IFLA_STATS64: read /proc/net/dev
+        (rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped,
+         *_, rx_missed) = _STATS64.unpack_from(link.stats64)
+        stats.setdefault(link.name, dict(zip(STAT_KEYS, (
+            rx_bytes, rx_packets, rx_errors, (rx_dropped + rx_missed) & _U64,
+            tx_bytes, tx_packets, tx_errors, tx_dropped))))
     return stats
 
 

@@ -40,6 +40,33 @@ def test_parse_link_message() -> None:
     assert netif._parse_link(msg, 16, len(msg)).hwaddr is None  # no hardware address at all
 
 
+def test_link_counters_are_those_of_proc_net_dev() -> None:
+    # rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors,
+    # rx_dropped, tx_dropped, multicast, collisions, 5 detailed rx errors, rx_missed_errors, ...
+    counters = [11, 12, 13, 14, 15, 16, (1 << 64) - 2, 18, 19, 20, 21, 22, 23, 24, 25, 5] + [0] * 9
+    body = (struct.pack("=BxHiII", 0, 1, 7, 0, 0) + rtattr(netif.IFLA_IFNAME, b"eth7\0")
+            + rtattr(netif.IFLA_STATS64, struct.pack("=25Q", *counters)))
+    msg = nlmsg(netif.RTM_NEWLINK, 1, body)
+    link = netif._parse_link(msg, 16, len(msg))
+    assert netif.link_counters([link]) == {"eth7": {
+        "rx-bytes": 13, "rx-packets": 11, "rx-errs": 15, "rx-dropped": 3,  # dropped + missed, in u64
+        "tx-bytes": 14, "tx-packets": 12, "tx-errs": 16, "tx-dropped": 18}}
+    # A link without them (a kernel before IFLA_STATS64): /proc/net/dev is read instead.
+    assert netif.link_counters([link, netif.Link(8, "eth8", None)]) is None
+
+
+def test_live_link_counters_match_proc_net_dev() -> None:
+    before = netif.read_net_dev()
+    links, _ = netif.dump_links_and_addresses()
+    after = netif.read_net_dev()
+    counters = netif.link_counters(links)
+    assert counters is not None and set(counters) == set(before) == set(after)
+    for name, values in counters.items():
+        assert list(values) == list(netif.STAT_KEYS)
+        for key, value in values.items():  # counters only grow: ours lie between the two readings
+            assert before[name][key] <= value <= after[name][key], (name, key)
+
+
 def test_parse_addr_local_wins_over_peer_and_labels() -> None:
     body = (struct.pack("=BBBBI", AF4, 32, 0, 0, 3) + rtattr(netif.IFA_ADDRESS, bytes([10, 9, 9, 10]))
             + rtattr(netif.IFA_LOCAL, bytes([10, 9, 9, 9])) + rtattr(netif.IFA_LABEL, b"eth0:1\0"))
