@@ -32,10 +32,12 @@ def _encode_return(result: Any, rid: Any) -> Reply:
     """``{"return": RESULT[, "id": ID]}`` + newline, as :func:`dumps` writes it.
 
     QDict order puts "return" before "id"; the common shapes (no result, an
-    integer id) skip the general writer.
+    empty list such as nobody logged in, an integer id) skip the general writer.
     """
     if result is None:
         value = b"{}"
+    elif type(result) is list and not result:
+        value = b"[]"
     elif type(result) is int:
         value = int.__repr__(result).encode()
     else:  # one pass of the writer; a big result (file data) stays a piece of its own

@@ -77,9 +77,9 @@ def test_replies_keep_request_order_across_inline_and_worker(h: Harness) -> None
 
 @pytest.mark.parametrize("rid", [b"", b', "id": 7', b', "id": "a\\u00e9"', b', "id": {"b": [1.5, null], "a": true}',
                                  b', "id": -0.0'])
-def test_a_result_is_written_inside_its_reply_whatever_the_id(rid: bytes) -> None:
+@pytest.mark.parametrize("result", [[{"user": "root", "login-time": 1.25}, {"a": [], "b": {}}, "x"], [], {}])
+def test_a_result_is_written_inside_its_reply_whatever_the_id(rid: bytes, result: Any) -> None:
     # The wrapper {"return": ..., "id": ...} is written around the result, not as an object of its own.
-    result = [{"user": "root", "login-time": 1.25}, {"a": [], "b": {}}, "x"]
     request = json.loads(b'{"x": 0' + rid + b"}")
     reply = run_command(None, _cmd("x-list", lambda ctx: result, inline=True), {}, request.get("id", _NO_ID))
     expected = {"return": result, "id": request["id"]} if "id" in request else {"return": result}
