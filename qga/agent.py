@@ -10,8 +10,7 @@ import sys
 from typing import Optional
 
 from qga import memtrim, sdnotify
-from qga.command import start_hooks
-from qga.commands import load as load_commands
+from qga.commands import Catalog
 from qga.errors import InternalError
 from qga.config import Config
 from qga.context import Context
@@ -100,11 +99,13 @@ class Agent:
         self.logs = logs
         self.loop = Loop()
         self.state = StateDir(config.statedir)
+        # Command modules are imported when first called (see qga.commands).
+        catalog = Catalog()
         self.registry = registry if registry is not None else \
-            Registry(load_commands(), extensions=config.extension_commands)
+            Registry(catalog, extensions=config.extension_commands)
         self.registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
         self.ctx = Context(config, self.state, self.loop, self.registry, logs.gate if logs else None)
-        for hook in start_hooks():
+        for hook in catalog.prepare():
             hook(self.ctx)
         self.parser = JsonStreamParser()
         self.dispatcher = Dispatcher(self.ctx, self._send, config.command_timeout)

@@ -139,6 +139,11 @@ def declared() -> List[Command]:
     return list(_DECLARED.values())
 
 
+def declaration(name: str) -> Optional[Command]:
+    """The command declared as ``name`` so far, if any."""
+    return _DECLARED.get(name)
+
+
 def on_agent_start(func: Callable[[Any], None]) -> Callable[[Any], None]:
     """Declare ``func(ctx)``, run once by each agent when its context is ready.
 

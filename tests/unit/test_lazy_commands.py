@@ -1,0 +1,126 @@
+"""Command modules are imported on first use (issue 15, item 5: start-up time).
+
+The agent answers its first guest-sync without importing the modules of the
+other commands; a command's module is imported when it is first called;
+guest-info and names the index cannot place take every module.  The index that
+maps names to modules is generated from the declarations and must be current.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+import qga.commands
+from qga.commands import Catalog, index_source
+from qga.errors import CommandNotFound
+from qga.registry import Registry
+from tests.qemu_schema import LINUX_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Runs a real agent (qga.cli.main, as ``python3 -m qga`` does) in a fresh
+# interpreter and records which command modules are loaded after each request.
+_SCRIPT = r"""
+import json, os, signal, socket, sys, tempfile, threading, time
+import qga.cli
+
+tmp = tempfile.mkdtemp()
+sock_path = os.path.join(tmp, "sock")
+conf = os.path.join(tmp, "qga.conf")
+with open(conf, "w") as f:
+    f.write("[general]\n")
+os.environ["QGA_CONF"] = conf
+seen = {}
+
+def loaded():
+    return sorted(m for m in sys.modules if m.startswith(("qga.commands.", "qga.linux.")))
+
+def client():
+    try:
+        for _ in range(3000):
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(sock_path)
+                break
+            except OSError:
+                s.close()
+                time.sleep(0.01)
+        f = s.makefile("rb")
+        for name, args in [("guest-sync", {"id": 7}), ("guest-get-host-name", {}),
+                           ("guest-no-such-command", {}), ("guest-info", {})]:
+            s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded()}
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=client, daemon=True).start()
+status = qga.cli.main(["-m", "unix-listen", "-p", sock_path, "-t", tmp] + sys.argv[1:])
+print(json.dumps({"status": status, "seen": seen}))
+"""
+
+
+def _run_agent(*options: str) -> Dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, *options], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, check=True)
+    result: Dict[str, Any] = json.loads(out.stdout)
+    assert result["status"] == 0, out.stderr
+    return result["seen"]
+
+
+def test_first_sync_is_answered_before_any_other_command_module_is_imported() -> None:
+    seen = _run_agent()
+    first = seen["guest-sync"]
+    assert first["reply"] == {"return": 7}
+    # core declares the protocol commands; freeze has the start hook (thaw on the way out).
+    assert not {"qga.commands.storage", "qga.commands.system", "qga.commands.network",
+                "qga.commands.guest_exec", "qga.linux.blockdev", "qga.linux.netif"} & set(first["loaded"])
+    assert "qga.commands.freeze" in first["loaded"]
+
+
+def test_a_command_module_is_imported_on_its_first_call() -> None:
+    seen = _run_agent()
+    call = seen["guest-get-host-name"]
+    assert set(call["reply"]["return"]) == {"host-name"}
+    assert "qga.commands.system" in call["loaded"]
+    assert "qga.commands.system" not in seen["guest-sync"]["loaded"]
+    assert "qga.commands.storage" not in call["loaded"]
+
+
+def test_unknown_names_and_guest_info_take_every_module() -> None:
+    seen = _run_agent()
+    assert seen["guest-no-such-command"]["reply"] == {
+        "error": {"class": "CommandNotFound", "desc": "The command guest-no-such-command has not been found"}}
+    info = seen["guest-info"]
+    assert [c["name"] for c in info["reply"]["return"]["supported_commands"]] == LINUX_NAMES[::-1]
+    modules = {f"qga.commands.{m}" for m in qga.commands.COMMANDS.values()}
+    assert modules <= set(seen["guest-no-such-command"]["loaded"])
+
+
+def test_extension_commands_are_found_lazily_only_when_enabled() -> None:
+    assert "x-guest-exec-kill" not in Registry(Catalog()).names()
+    with pytest.raises(CommandNotFound, match="has not been found"):
+        Registry(Catalog()).lookup("x-guest-exec-kill")
+    assert Registry(Catalog(), extensions=True).lookup("x-guest-exec-kill").name == "x-guest-exec-kill"
+
+
+def test_the_committed_index_matches_the_declarations() -> None:
+    committed = (REPO / "qga" / "commands" / "_index.py").read_text()
+    assert committed == index_source(), \
+        "qga/commands/_index.py is stale: regenerate it with `python3 -m qga.commands` and commit it"
+
+
+@pytest.mark.parametrize("index", [{}, {"guest-ping": "system", "guest-sync": "nowhere"}],
+                         ids=["names-missing", "wrong-modules"])
+def test_a_stale_index_changes_nothing_the_agent_answers(monkeypatch: pytest.MonkeyPatch,
+                                                         index: Dict[str, str]) -> None:
+    """The index only saves imports: a name it lacks or misplaces is found among every declaration."""
+    monkeypatch.setattr(qga.commands, "COMMANDS", index)
+    registry = Registry(Catalog())
+    assert registry.lookup("guest-ping").name == "guest-ping"
+    assert registry.lookup("guest-sync").name == "guest-sync"
+    assert registry.names() == LINUX_NAMES
