@@ -1,9 +1,10 @@
-"""Command modules are imported on first use (issue 15, item 5: start-up time).
+"""Nothing heavy before the first reply (issue 15, item 5: start-up time).
 
 The agent answers its first guest-sync without importing the modules of the
 other commands; a command's module is imported when it is first called;
 guest-info and names the index cannot place take every module.  The index that
 maps names to modules is generated from the declarations and must be current.
+The lexer's fast-path regex is compiled after the first reply.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Dict
 import pytest
 
 import qga.commands
+from qga.codec.parser import DeferredPattern
 from qga.commands import Catalog, index_source
 from qga.errors import CommandNotFound
 from qga.registry import Registry
@@ -28,6 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = r"""
 import json, os, signal, socket, sys, tempfile, threading, time
 import qga.cli
+import qga.codec.lexer as lexer
+
+exact = []  # messages the lexer's exact path parsed (the others took the fast-path regex)
+_parse_tokens = lexer.parse_tokens
+def counting_parse_tokens(types, texts):
+    exact.append(1)
+    return _parse_tokens(types, texts)
+lexer.parse_tokens = counting_parse_tokens
 
 tmp = tempfile.mkdtemp()
 sock_path = os.path.join(tmp, "sock")
@@ -54,7 +64,7 @@ def client():
         for name, args in [("guest-sync", {"id": 7}), ("guest-get-host-name", {}),
                            ("guest-no-such-command", {}), ("guest-info", {})]:
             s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded()}
+            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded(), "exact": len(exact)}
     finally:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -101,6 +111,14 @@ def test_unknown_names_and_guest_info_take_every_module() -> None:
     assert modules <= set(seen["guest-no-such-command"]["loaded"])
 
 
+def test_the_fast_path_regex_is_compiled_after_the_first_reply() -> None:
+    """Compiling it would be a fifth of the start-up: the first message takes the exact path,
+    and the fast path is ready for the next ones."""
+    seen = _run_agent()
+    assert seen["guest-sync"]["exact"] == 1
+    assert seen["guest-info"]["exact"] == 1
+
+
 def test_extension_commands_are_found_lazily_only_when_enabled() -> None:
     assert "x-guest-exec-kill" not in Registry(Catalog()).names()
     with pytest.raises(CommandNotFound, match="has not been found"):
@@ -124,3 +142,15 @@ def test_a_stale_index_changes_nothing_the_agent_answers(monkeypatch: pytest.Mon
     assert registry.lookup("guest-ping").name == "guest-ping"
     assert registry.lookup("guest-sync").name == "guest-sync"
     assert registry.names() == LINUX_NAMES
+
+
+def test_a_deferred_pattern_matches_nothing_until_compiled() -> None:
+    lazy = DeferredPattern(rb"a+")
+    assert lazy.match(b"xaa", 1, 3).group() == b"aa"  # type: ignore[union-attr]  # compiled on first use
+    deferred = DeferredPattern(rb"a+")
+    deferred.defer()
+    assert deferred.match(b"aa", 0, 2) is None
+    deferred.compile()
+    assert deferred.match(b"aa", 0, 2).group() == b"aa"  # type: ignore[union-attr]
+    deferred.defer()  # too late: it stays compiled
+    assert deferred.match(b"aa", 0, 2) is not None
