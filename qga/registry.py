@@ -68,8 +68,20 @@ class Registry:
         self.allow: Optional[Set[str]] = None
         self.block: Set[str] = set()
         self.blocked_groups: Set[str] = set()
-        #: Frozen mode: written by its owner, :meth:`qga.context.Context.set_frozen`.
-        self.frozen = False
+        self._frozen = False
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen mode: written by its owner, :meth:`qga.context.Context.set_frozen`."""
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, frozen: bool) -> None:
+        if frozen:
+            # Take every declaration first: importing a module while frozen
+            # could block writing its bytecode cache on a frozen filesystem.
+            self.commands  # noqa: B018
+        self._frozen = frozen
 
     @classmethod
     def from_config(cls, config: "Config", declared: Union[Iterable[Command], CommandSource]) -> "Registry":
@@ -136,7 +148,7 @@ class Registry:
         While frozen, exactly the freeze-safe commands are enabled whatever the
         lists say (qemu-ga 10.2), so the host can always see and end a freeze.
         """
-        if self.frozen:
+        if self._frozen:
             return cmd.frozen_safe
         return self._allowed(cmd)
 

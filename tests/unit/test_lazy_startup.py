@@ -119,6 +119,19 @@ def test_the_fast_path_regex_is_compiled_after_the_first_reply() -> None:
     assert seen["guest-info"]["exact"] == 1
 
 
+def test_frozen_mode_is_entered_with_every_command_module_imported() -> None:
+    """While frozen, an import could block writing its bytecode cache on a frozen filesystem."""
+    code = ("import json, sys; from qga.commands import Catalog; from qga.registry import Registry; "
+            "r = Registry(Catalog()); r.lookup('guest-ping'); before = sorted(sys.modules); r.frozen = True; "
+            "print(json.dumps([before, sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, check=True)
+    before, frozen = json.loads(out.stdout)
+    modules = {f"qga.commands.{m}" for m in qga.commands.COMMANDS.values()}
+    assert "qga.commands.storage" not in before
+    assert modules <= set(frozen)
+
+
 def test_extension_commands_are_found_lazily_only_when_enabled() -> None:
     assert "x-guest-exec-kill" not in Registry(Catalog()).names()
     with pytest.raises(CommandNotFound, match="has not been found"):
