@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import signal
 import sys
@@ -23,8 +22,9 @@ from qga.registry import Registry
 from qga.state import StateDir, StateError
 from qga.transport import ActivationError, make_transport, socket_activation
 from qga.transport.base import Transport
+from qga.log import get_logger
 
-log = logging.getLogger("qga")
+log = get_logger("qga")
 
 RETRY_INTERVAL = 5.0  # seconds between channel attempts with -r (qemu-ga's QGA_RETRY_INTERVAL)
 #: Stop reading the channel while this many requests wait (backpressure)...

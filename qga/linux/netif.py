@@ -14,7 +14,6 @@ and its absence tells a link without any hardware address (tun, wireguard).
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
@@ -23,8 +22,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from qga.cstring import c_text
 from qga.linux.sysfs import read_fd
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22

@@ -9,6 +9,7 @@ The lexer's fast-path regex is compiled after the first reply.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ def client():
         for name, args in [("guest-sync", {"id": 7}), ("guest-get-host-name", {}),
                            ("guest-no-such-command", {}), ("guest-info", {})]:
             s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded(), "exact": len(exact)}
+            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded(), "exact": len(exact),
+                          "logging": "logging" in sys.modules}
     finally:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -90,6 +92,7 @@ def test_first_sync_is_answered_before_any_other_command_module_is_imported() ->
     assert not {"qga.commands.storage", "qga.commands.system", "qga.commands.network",
                 "qga.commands.guest_exec", "qga.linux.blockdev", "qga.linux.netif"} & set(first["loaded"])
     assert "qga.commands.freeze" in first["loaded"]
+    assert not first["logging"]  # a quiet start writes no record: logging is not even imported
 
 
 def test_a_command_module_is_imported_on_its_first_call() -> None:
@@ -130,6 +133,25 @@ def test_frozen_mode_is_entered_with_every_command_module_imported() -> None:
     modules = {f"qga.commands.{m}" for m in qga.commands.COMMANDS.values()}
     assert "qga.commands.storage" not in before
     assert modules <= set(frozen)
+
+
+def test_records_are_written_as_before_once_logging_is_needed(tmp_path: Path) -> None:
+    """-v: the first record imports logging and installs the -l file's handler, qemu-ga's format."""
+    logfile = tmp_path / "agent.log"
+    seen = _run_agent("-v", "-l", str(logfile))
+    assert seen["guest-sync"]["logging"]
+    lines = logfile.read_text().splitlines()
+    assert re.fullmatch(r"\d+\.\d{6}: debug: running guest-sync", lines[0]), lines
+    assert any(line.endswith(": debug: running guest-info") for line in lines), lines
+
+
+def test_closing_the_log_gate_imports_logging_first() -> None:
+    """Nothing may be imported while frozen (bytecode cache writes could block)."""
+    code = ("import sys; from qga.log import LogSetup; s = LogSetup(None, False); "
+            "a = 'logging' in sys.modules; s.gate.set_frozen(True); print(a, 'qga.logformat' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["False", "True"]
 
 
 def test_extension_commands_are_found_lazily_only_when_enabled() -> None:
