@@ -106,8 +106,7 @@ class Agent:
             Registry(catalog, extensions=config.extension_commands)
         self.registry.configure(config.allow_rpcs, config.block_rpcs, config.block_groups)
         self.ctx = Context(config, self.state, self.loop, self.registry, logs.gate if logs else None)
-        for hook in catalog.prepare():
-            hook(self.ctx)
+        catalog.bind(self.ctx)
         self.parser = JsonStreamParser()
         # The lexer's fast-path regex is compiled once the first reply has
         # left (see _on_data): compiling it would be a fifth of the start-up.

@@ -170,10 +170,12 @@ def declaration(name: str) -> Optional[Command]:
 
 
 def on_agent_start(func: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Declare ``func(ctx)``, run once by each agent when its context is ready.
+    """Declare ``func(ctx)``, run once for each agent, when its context is ready.
 
     A subject module uses it for per-agent duties beyond its commands (the
-    freeze module's thaw on the way out, for instance).
+    freeze module's thaw on the way out, for instance).  The agent imports a
+    command module when first needed (:class:`qga.commands.Catalog`): the
+    hooks of a module imported later run then.
     """
     _START_HOOKS.append(func)
     return func

@@ -88,10 +88,9 @@ def test_first_sync_is_answered_before_any_other_command_module_is_imported() ->
     seen = _run_agent()
     first = seen["guest-sync"]
     assert first["reply"] == {"return": 7}
-    # core declares the protocol commands; freeze has the start hook (thaw on the way out).
-    assert not {"qga.commands.storage", "qga.commands.system", "qga.commands.network",
-                "qga.commands.guest_exec", "qga.linux.blockdev", "qga.linux.netif"} & set(first["loaded"])
-    assert "qga.commands.freeze" in first["loaded"]
+    # core declares the protocol commands; the others wait, the freeze module's start hook too.
+    assert {m for m in first["loaded"] if m.startswith("qga.commands.")} == {"qga.commands._index", "qga.commands.core"}
+    assert not {"qga.linux.blockdev", "qga.linux.netif", "qga.linux.mounts"} & set(first["loaded"])
     assert not first["logging"]  # a quiet start writes no record: logging is not even imported
 
 
@@ -152,6 +151,19 @@ def test_closing_the_log_gate_imports_logging_first() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=60, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_modules_start_hooks_run_for_the_agent_when_it_is_imported(tmp_path: Path) -> None:
+    """The freeze module's hook (thaw on the way out) is in place before any of its commands runs."""
+    code = ("import sys; from qga.commands import Catalog; from qga.config import Config; "
+            "from qga.context import Context; from qga.loop import Loop; from qga.registry import Registry; "
+            "from qga.state import StateDir; catalog = Catalog(); registry = Registry(catalog); "
+            "ctx = Context(Config(), StateDir(sys.argv[1]), Loop(), registry); catalog.bind(ctx); "
+            "a = len(ctx._shutdown_hooks); registry.lookup('guest-fsfreeze-status'); "
+            "b = len(ctx._shutdown_hooks); registry.names(); print(a, b, len(ctx._shutdown_hooks))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, check=True)
+    assert out.stdout.split() == ["0", "1", "1"]
 
 
 def test_extension_commands_are_found_lazily_only_when_enabled() -> None:
