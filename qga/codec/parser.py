@@ -8,10 +8,8 @@ the C ``json`` decoder then builds.
 """
 from __future__ import annotations
 
-import json
-import json.scanner
 import re
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR, OutOfRangeNumber
 from qga.codec.utf8 import NONCHAR, qemu_lossy_decode, valid_codepoint
@@ -274,9 +272,18 @@ def _int_hook(text: str) -> Any:
     return _number(text.encode("ascii"), True)
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
-# typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
-_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
+def _first_scan(text: str, idx: int) -> Tuple[Any, int]:
+    """Make the C decoder's scanner, then scan: json is imported with the fast path, not at start-up."""
+    global _scan_once
+    import json.scanner
+
+    decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
+    # typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
+    _scan_once = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+    return _scan_once(text, idx)
+
+
+_scan_once: Callable[[str, int], Tuple[Any, int]] = _first_scan
 FAIL = object()
 
 

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import math
 import re
-from json.encoder import encode_basestring_ascii as _escape
 from typing import Any, Dict, List, Sequence, Tuple, Union
+
+try:  # the json package's own C function: importing the package costs the start-up a ms
+    from _json import encode_basestring_ascii as _escape
+except ImportError:  # an interpreter without json's accelerator
+    from json.encoder import encode_basestring_ascii as _escape
 
 from qga import qbase64
 from qga.codec.qdict import member_order

@@ -94,6 +94,15 @@ def test_first_sync_is_answered_before_any_other_command_module_is_imported() ->
     assert not first["logging"]  # a quiet start writes no record: logging is not even imported
 
 
+def test_the_start_path_leaves_out_logging_json_and_the_command_modules() -> None:
+    code = ("import sys, qga.cli, qga.agent; "
+            "print(sorted(m for m in sys.modules if m in ('logging', 'json', 'qga.logformat') "
+            "or m.startswith(('qga.commands.', 'qga.linux.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "['qga.commands._index']"
+
+
 def test_a_command_module_is_imported_on_its_first_call() -> None:
     seen = _run_agent()
     call = seen["guest-get-host-name"]
