@@ -8,17 +8,17 @@ the C ``json`` decoder then builds.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Tuple, Union
 
+from qga.codec.lazyre import LazyPattern
 from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR, OutOfRangeNumber
 from qga.codec.utf8 import NONCHAR, qemu_lossy_decode, valid_codepoint
 
-_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+_HEX4 = LazyPattern(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {0x22: '"', 0x27: "'", 0x5C: "\\", 0x2F: "/", 0x62: "\b",
             0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}
 # \u escapes the C decoder accepts but QEMU does not (surrogates, nonchars).
-_BAD_ESC = re.compile(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
+_BAD_ESC = LazyPattern(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
 
 # --- fast path: a whole well-formed message of bounded depth -------------
 _W = rb"[ \t\r\n]*"
@@ -37,45 +37,9 @@ for _ in range(3):
              + rb"|\[" + _W + rb"(?:" + _FVAL + _W + _ARR_NEXT + rb")*\])")
 
 
-_Match = Callable[[Union[bytes, bytearray], int, int], Optional["re.Match[bytes]"]]
-
-
-def _no_match(string: Union[bytes, bytearray], pos: int, endpos: int) -> None:
-    return None
-
-
-class DeferredPattern:
-    """A regex compiled on its first use, which an agent can put off (:meth:`defer`).
-
-    FAST_MESSAGE takes several ms to compile, a fifth of the agent's start-up;
-    the agent defers it and calls :meth:`compile` once its first reply has
-    left.  Until then ``match`` finds nothing, so the exact path takes every
-    message, with the same result.
-    """
-
-    def __init__(self, pattern: bytes) -> None:
-        self.pattern = pattern
-        self._compiled: Optional["re.Pattern[bytes]"] = None
-        #: The compiled pattern's own ``match`` once compiled: the lexer calls it directly.
-        self.match: _Match = self._first_match
-
-    def _first_match(self, string: Union[bytes, bytearray], pos: int, endpos: int) -> Optional["re.Match[bytes]"]:
-        return self.compile()(string, pos, endpos)
-
-    def defer(self) -> None:
-        """Match nothing until :meth:`compile` (no effect once compiled)."""
-        if self._compiled is None:
-            self.match = _no_match
-
-    def compile(self) -> _Match:
-        """Compile the pattern (once); return its ``match``."""
-        if self._compiled is None:
-            self._compiled = re.compile(self.pattern)
-            self.match = self._compiled.match
-        return self.match
-
-
-FAST_MESSAGE = DeferredPattern(
+# Compiling it takes several ms, a fifth of the agent's start-up: the agent
+# defers it until its first reply has left (qga.agent).
+FAST_MESSAGE = LazyPattern(
     _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\})")
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 

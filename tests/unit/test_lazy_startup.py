@@ -18,7 +18,7 @@ from typing import Any, Dict
 import pytest
 
 import qga.commands
-from qga.codec.parser import DeferredPattern
+from qga.codec.lazyre import LazyPattern
 from qga.commands import Catalog, index_source
 from qga.errors import CommandNotFound
 from qga.registry import Registry
@@ -201,9 +201,9 @@ def test_a_stale_index_changes_nothing_the_agent_answers(monkeypatch: pytest.Mon
 
 
 def test_a_deferred_pattern_matches_nothing_until_compiled() -> None:
-    lazy = DeferredPattern(rb"a+")
+    lazy = LazyPattern(rb"a+")
     assert lazy.match(b"xaa", 1, 3).group() == b"aa"  # type: ignore[union-attr]  # compiled on first use
-    deferred = DeferredPattern(rb"a+")
+    deferred = LazyPattern(rb"a+")
     deferred.defer()
     assert deferred.match(b"aa", 0, 2) is None
     deferred.compile()
