@@ -53,57 +53,63 @@ def _logging() -> Any:
     return logging
 
 
-class Logger:
-    """A :class:`logging.Logger` for ``name``, taken when a record is first written."""
+_METHODS = ("debug", "info", "warning", "error", "exception", "critical")
 
-    __slots__ = ("name", "_logger", "_floor")
+
+class Logger:
+    """A :class:`logging.Logger` for ``name``, taken when a record is first written.
+
+    From then on its methods are the logging.Logger's own (instance
+    attributes): a call costs what it would without this class.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._logger: Optional["logging.Logger"] = None
         #: The audit records are written whatever the verbosity.
         self._floor = INFO if name == AUDIT or name.startswith(AUDIT + ".") else None
 
     def _get(self, level: int) -> Optional["logging.Logger"]:
         if level < (self._floor or _threshold) and "logging" not in sys.modules:
             return None
-        self._logger = _logging().getLogger(self.name)
-        return self._logger
+        logger: "logging.Logger" = _logging().getLogger(self.name)
+        for method in _METHODS:
+            setattr(self, method, getattr(logger, method))
+        return logger
 
-    # stacklevel=2: the record names the caller, not this class.
+    # Only until logging is taken; stacklevel=2: the record names the caller, not this class.
     def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.debug`."""
-        logger = self._logger or self._get(DEBUG)
+        logger = self._get(DEBUG)
         if logger is not None:
             logger.debug(msg, *args, stacklevel=2, **kwargs)
 
     def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.info`."""
-        logger = self._logger or self._get(INFO)
+        logger = self._get(INFO)
         if logger is not None:
             logger.info(msg, *args, stacklevel=2, **kwargs)
 
     def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.warning`."""
-        logger = self._logger or self._get(WARNING)
+        logger = self._get(WARNING)
         if logger is not None:
             logger.warning(msg, *args, stacklevel=2, **kwargs)
 
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.error`."""
-        logger = self._logger or self._get(ERROR)
+        logger = self._get(ERROR)
         if logger is not None:
             logger.error(msg, *args, stacklevel=2, **kwargs)
 
     def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.exception` (in an ``except`` block)."""
-        logger = self._logger or self._get(ERROR)
+        logger = self._get(ERROR)
         if logger is not None:
             logger.exception(msg, *args, stacklevel=2, **kwargs)
 
     def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
         """As :meth:`logging.Logger.critical`."""
-        logger = self._logger or self._get(CRITICAL)
+        logger = self._get(CRITICAL)
         if logger is not None:
             logger.critical(msg, *args, stacklevel=2, **kwargs)
 
