@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Runs a real agent (qga.cli.main, as ``python3 -m qga`` does) in a fresh
 # interpreter and records which command modules are loaded after each request.
 _SCRIPT = r"""
-import json, os, signal, socket, sys, tempfile, threading, time
+import json, os, shutil, signal, socket, sys, tempfile, threading, time
 import qga.cli
 import qga.codec.lexer as lexer
 
@@ -72,6 +72,7 @@ def client():
 
 threading.Thread(target=client, daemon=True).start()
 status = qga.cli.main(["-m", "unix-listen", "-p", sock_path, "-t", tmp] + sys.argv[1:])
+shutil.rmtree(tmp)
 print(json.dumps({"status": status, "seen": seen}))
 """
 
