@@ -17,7 +17,6 @@ but the argument schema and the errors.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Final, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from qga.schema import TypeSpec, Validator, compile_args
@@ -53,41 +52,67 @@ COMMAND_TIMEOUT: Final = _CommandTimeout.COMMAND_TIMEOUT
 Deadline = Union[float, None, Literal[_CommandTimeout.COMMAND_TIMEOUT]]
 
 
-@dataclass(frozen=True)
-class Command:
-    """Everything the dispatcher and the policy need to know about one command."""
+def _always() -> bool:
+    return True
 
-    name: str
-    func: Callable[..., Any]
-    group: str
-    validate: Validator
-    #: The argument schema as declared (QAPI notation, ``*`` marks optional).
-    args: Mapping[str, TypeSpec] = field(default_factory=dict, compare=False)
-    #: Sort key of qemu-ga's registration order (its schema's order), which
-    #: guest-info reverses; None for our extensions, registered after.
-    order: Optional[int] = None
-    success_response: bool = True
-    #: Runs on the event-loop thread: must never block (no file system or
-    #: child-process waits).  Everything else runs in the worker thread.
-    inline: bool = False
-    #: Seconds before the worker is abandoned; None means no deadline.
-    deadline: Deadline = COMMAND_TIMEOUT
-    #: Raw bytes written before this command's successful reply (0xFF for
-    #: guest-sync-delimited).
-    reply_prefix: bytes = b""
-    #: Enabled while filesystems are frozen, whatever the lists say (qemu-ga's
-    #: fixed set: the host must always be able to see and end a freeze).
-    frozen_safe: bool = False
-    #: Logged to the audit log (side-effecting commands) ...
-    audit: bool = False
-    #: ... with these arguments (handler keyword names); the others are
-    #: withheld (file data, passwords, keys, environment).
-    audit_args: Tuple[str, ...] = ()
-    #: A qemu-ga-py extension (``x-`` name): registered only when the guest's
-    #: administrator enables ``extension-commands``, so a stock agent lists
-    #: exactly qemu-ga's commands.
-    extension: bool = False
-    available: Callable[[], bool] = field(default=lambda: True, compare=False)
+
+class Command:
+    """Everything the dispatcher and the policy need to know about one command.
+
+    Treated as immutable once declared; :meth:`replace` makes a variant.  A
+    plain class, not a dataclass: the ``dataclasses`` module costs the
+    agent's start-up more than the whole command layer.
+    """
+
+    __slots__ = ("name", "func", "group", "validate", "args", "order", "success_response", "inline",
+                 "deadline", "reply_prefix", "frozen_safe", "audit", "audit_args", "extension", "available")
+
+    def __init__(self, *, name: str, func: Callable[..., Any], group: str, validate: Validator,
+                 args: Optional[Mapping[str, TypeSpec]] = None, order: Optional[int] = None,
+                 success_response: bool = True, inline: bool = False, deadline: Deadline = COMMAND_TIMEOUT,
+                 reply_prefix: bytes = b"", frozen_safe: bool = False, audit: bool = False,
+                 audit_args: Tuple[str, ...] = (), extension: bool = False,
+                 available: Callable[[], bool] = _always) -> None:
+        self.name = name
+        self.func = func
+        self.group = group
+        self.validate = validate
+        #: The argument schema as declared (QAPI notation, ``*`` marks optional).
+        self.args: Mapping[str, TypeSpec] = {} if args is None else args
+        #: Sort key of qemu-ga's registration order (its schema's order), which
+        #: guest-info reverses; None for our extensions, registered after.
+        self.order = order
+        self.success_response = success_response
+        #: Runs on the event-loop thread: must never block (no file system or
+        #: child-process waits).  Everything else runs in the worker thread.
+        self.inline = inline
+        #: Seconds before the worker is abandoned; None means no deadline.
+        self.deadline = deadline
+        #: Raw bytes written before this command's successful reply (0xFF for
+        #: guest-sync-delimited).
+        self.reply_prefix = reply_prefix
+        #: Enabled while filesystems are frozen, whatever the lists say (qemu-ga's
+        #: fixed set: the host must always be able to see and end a freeze).
+        self.frozen_safe = frozen_safe
+        #: Logged to the audit log (side-effecting commands) ...
+        self.audit = audit
+        #: ... with these arguments (handler keyword names); the others are
+        #: withheld (file data, passwords, keys, environment).
+        self.audit_args = audit_args
+        #: A qemu-ga-py extension (``x-`` name): registered only when the guest's
+        #: administrator enables ``extension-commands``, so a stock agent lists
+        #: exactly qemu-ga's commands.
+        self.extension = extension
+        self.available = available
+
+    def replace(self, **changes: Any) -> "Command":
+        """A copy with ``changes`` (keyword names as for the constructor)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Command(**fields)
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r})"
 
 
 _DECLARED: Dict[str, Command] = {}
@@ -128,7 +153,7 @@ def command(name: str, *, group: str, order: Optional[int] = None,
             success_response=success_response, inline=inline, deadline=deadline,
             reply_prefix=reply_prefix, frozen_safe=frozen_safe, audit=bool(audit),
             audit_args=tuple(a.replace("-", "_") for a in shown), extension=extension,
-            available=available or (lambda: True))
+            available=available or _always)
         return func
 
     return wrap
@@ -139,11 +164,18 @@ def declared() -> List[Command]:
     return list(_DECLARED.values())
 
 
+def declaration(name: str) -> Optional[Command]:
+    """The command declared as ``name`` so far, if any."""
+    return _DECLARED.get(name)
+
+
 def on_agent_start(func: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Declare ``func(ctx)``, run once by each agent when its context is ready.
+    """Declare ``func(ctx)``, run once for each agent, when its context is ready.
 
     A subject module uses it for per-agent duties beyond its commands (the
-    freeze module's thaw on the way out, for instance).
+    freeze module's thaw on the way out, for instance).  The agent imports a
+    command module when first needed (:class:`qga.commands.Catalog`): the
+    hooks of a module imported later run then.
     """
     _START_HOOKS.append(func)
     return func

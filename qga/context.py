@@ -8,13 +8,13 @@ elsewhere.  The context is the one owner of frozen mode.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type, TypeVar
 
 from qga.config import Config
 from qga.loop import Loop
 from qga.state import StateDir
+from qga.log import get_logger
 
 if TYPE_CHECKING:
     from qga.log import FrozenGate
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-audit_log = logging.getLogger("qga.audit")
+audit_log = get_logger("qga.audit")
 
 #: Per thread: while the dispatcher runs an ``audit=True`` command, its
 #: ``fields`` dict collects what the handler passes to :meth:`Context.audit`,
@@ -70,7 +70,7 @@ class Context:
             try:
                 hook()
             except Exception:
-                logging.getLogger("qga").exception("shutdown hook %r failed", hook)
+                get_logger("qga").exception("shutdown hook %r failed", hook)
 
     @property
     def frozen(self) -> bool:

@@ -10,7 +10,6 @@ are served; its late result is discarded.
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -21,8 +20,9 @@ from qga.codec import JsonParseError, Reply, dump_pieces, dumps
 from qga.codec.qdict import member_order
 from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _NO_ID = object()
 _NO_ARGS: Dict[str, Any] = {}  # read only: validators never modify their input

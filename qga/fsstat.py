@@ -12,15 +12,15 @@ mountpoints, so a hang costs one thread, not the agent.
 from __future__ import annotations
 
 import _thread
-import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from qga.log import get_logger
 
 if TYPE_CHECKING:
     import queue
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 2.0
 Result = Union[os.statvfs_result, OSError, None]

@@ -4,83 +4,136 @@ Destinations, in order: ``-l FILE`` (qemu-ga's ``<sec>.<usec>: <level>:
 <message>`` lines); the journal, with structured fields, when stderr is
 connected to journald and systemd-python imports; stderr with ``<N>``
 priority prefixes under journald without systemd-python; plain qemu-ga lines
-on stderr otherwise.
+on stderr otherwise (:mod:`qga.logformat`).
 
 While filesystems are frozen nothing may be written (the log file or the
 journal may sit on a frozen filesystem and block the agent), so records are
 held in a bounded buffer and written after the thaw.  The audit logger
 (``qga.audit``) is always on, whatever the verbosity.
+
+Importing :mod:`logging` costs a tenth of the agent's start-up, and a quiet
+start logs nothing.  So the agent's modules log through :func:`get_logger`,
+whose loggers import it at the first record that would be written (the
+:class:`LogSetup` then puts its handler in first); a record below the
+agent's level is dropped without it.  Once logging is imported, by anyone,
+every record goes to it and its levels decide.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, Optional
+from typing import IO, TYPE_CHECKING, Any, Deque, Optional
 
-_LEVELS = {logging.CRITICAL: "critical", logging.ERROR: "error", logging.WARNING: "warning",
-           logging.INFO: "info", logging.DEBUG: "debug"}
-_SYSLOG_PRIO = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
-                logging.INFO: 6, logging.DEBUG: 7}
+if TYPE_CHECKING:
+    import logging
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 FROZEN_BUFFER = 1000
+AUDIT = "qga.audit"
+
+#: The lowest level written while logging is not imported (the LogSetup's).
+_threshold = WARNING
+#: The LogSetup whose handler goes in when logging is first needed.
+_pending: Optional["LogSetup"] = None
+_install_lock = threading.Lock()
 
 
-def _fields_text(record: logging.LogRecord) -> str:
-    fields: Dict[str, Any] = getattr(record, "qga_fields", None) or {}
-    return "".join(f" {k}={v!r}" for k, v in fields.items())
+def _logging() -> Any:
+    """The logging module, with the pending LogSetup installed (or a NullHandler on "qga")."""
+    import logging
+
+    if _pending is not None:
+        _pending.install()
+    elif not logging.getLogger("qga").handlers:
+        # A library without a LogSetup (the tests, the host side) stays quiet.
+        logging.getLogger("qga").addHandler(logging.NullHandler())
+    return logging
 
 
-class QgaFormatter(logging.Formatter):
-    """qemu-ga's line format, optionally with a syslog ``<N>`` prefix."""
-
-    def __init__(self, syslog_prefix: bool = False) -> None:
-        super().__init__()
-        self.syslog_prefix = syslog_prefix
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage() + _fields_text(record)
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        if self.syslog_prefix:
-            prio = _SYSLOG_PRIO.get(record.levelno, 6)
-            return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
-        level = _LEVELS.get(record.levelno, "message")
-        return f"{record.created:.6f}: {level}: {text}"
+_METHODS = ("debug", "info", "warning", "error", "exception", "critical")
 
 
-class JournalHandler(logging.Handler):
-    """Sends records to journald with QGA_* fields (systemd-python's journal.send)."""
+class Logger:
+    """A :class:`logging.Logger` for ``name``, taken when a record is first written.
 
-    def __init__(self, journal: Any) -> None:
-        super().__init__()
-        self.journal = journal
+    From then on its methods are the logging.Logger's own (instance
+    attributes): a call costs what it would without this class.
+    """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            fields = {f"QGA_{k.upper()}": str(v)
-                      for k, v in (getattr(record, "qga_fields", None) or {}).items()}
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
-            self.journal.send(message, PRIORITY=str(_SYSLOG_PRIO.get(record.levelno, 6)),
-                              SYSLOG_IDENTIFIER="qemu-ga-py", LOGGER=record.name, **fields)
-        except Exception:
-            self.handleError(record)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: The audit records are written whatever the verbosity.
+        self._floor = INFO if name == AUDIT or name.startswith(AUDIT + ".") else None
+
+    def _get(self, level: int) -> Optional["logging.Logger"]:
+        if level < (self._floor or _threshold) and "logging" not in sys.modules:
+            return None
+        logger: "logging.Logger" = _logging().getLogger(self.name)
+        for method in _METHODS:
+            setattr(self, method, getattr(logger, method))
+        return logger
+
+    # Only until logging is taken; stacklevel=2: the record names the caller, not this class.
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.debug`."""
+        logger = self._get(DEBUG)
+        if logger is not None:
+            logger.debug(msg, *args, stacklevel=2, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.info`."""
+        logger = self._get(INFO)
+        if logger is not None:
+            logger.info(msg, *args, stacklevel=2, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.warning`."""
+        logger = self._get(WARNING)
+        if logger is not None:
+            logger.warning(msg, *args, stacklevel=2, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.error`."""
+        logger = self._get(ERROR)
+        if logger is not None:
+            logger.error(msg, *args, stacklevel=2, **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.exception` (in an ``except`` block)."""
+        logger = self._get(ERROR)
+        if logger is not None:
+            logger.exception(msg, *args, stacklevel=2, **kwargs)
+
+    def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`logging.Logger.critical`."""
+        logger = self._get(CRITICAL)
+        if logger is not None:
+            logger.critical(msg, *args, stacklevel=2, **kwargs)
 
 
-class FrozenGate(logging.Filter):
-    """Holds records back while frozen; :meth:`release` writes them after the thaw."""
+def get_logger(name: str) -> Logger:
+    """The agent's logger ``name`` (use instead of :func:`logging.getLogger`)."""
+    return Logger(name)
 
-    def __init__(self, handler: logging.Handler) -> None:
-        super().__init__()
-        self.handler = handler
+
+class FrozenGate:
+    """Holds records back while frozen; :meth:`set_frozen` writes them after the thaw.
+
+    A filter of the LogSetup's handler (logging takes any object with a
+    ``filter`` method).
+    """
+
+    def __init__(self, setup: "LogSetup") -> None:
+        self.setup = setup
         self.frozen = False
-        self.held: Deque[logging.LogRecord] = deque(maxlen=FROZEN_BUFFER)
+        self.held: Deque["logging.LogRecord"] = deque(maxlen=FROZEN_BUFFER)
         self.dropped = 0
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def filter(self, record: "logging.LogRecord") -> bool:
+        """Let ``record`` through, or hold it while frozen."""
         if not self.frozen:
             return True
         if len(self.held) == self.held.maxlen:
@@ -90,67 +143,88 @@ class FrozenGate(logging.Filter):
 
     def set_frozen(self, frozen: bool) -> None:
         """Close or open the gate; opening writes what was held."""
+        if frozen:
+            # Import what a record needs before the filesystems freeze: an
+            # import then could block writing its bytecode cache.
+            self.setup.install()
         self.frozen = frozen
         if frozen:
             return
         held, self.held = list(self.held), deque(maxlen=FROZEN_BUFFER)
+        handler = self.setup.handler
         for record in held:
-            self.handler.handle(record)
+            if handler is not None:
+                handler.handle(record)
         if self.dropped:
-            logging.getLogger("qga").warning("%d log records were dropped while frozen", self.dropped)
+            get_logger("qga").warning("%d log records were dropped while frozen", self.dropped)
             self.dropped = 0
 
 
-def _journal_module() -> Optional[Any]:
-    if not os.environ.get("JOURNAL_STREAM"):
-        return None
-    try:
-        from systemd import journal
-    except ImportError:  # also when a source tree's systemd/ folder shadows the package
-        return None
-    return journal
-
-
 class LogSetup:
-    """The agent's logging: one handler, the frozen gate, reopen on SIGHUP."""
+    """The agent's logging: one handler, the frozen gate, reopen on SIGHUP.
+
+    The log file is opened at once (an error stops the agent at start, as
+    qemu-ga does); the handler goes in with logging, at the first record.
+    """
 
     def __init__(self, logfile: Optional[str], verbose: bool) -> None:
+        global _pending, _threshold
         self.logfile = logfile
-        self.handler = self._make_handler()
-        self.gate = FrozenGate(self.handler)
-        self.handler.addFilter(self.gate)
-        root = logging.getLogger("qga")
-        for old in list(root.handlers):
-            root.removeHandler(old)
-        root.addHandler(self.handler)
-        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-        root.propagate = False
-        logging.getLogger("qga.audit").setLevel(logging.INFO)
-        logging.Formatter.converter = time.gmtime
+        self.verbose = verbose
+        self._stream = self._open()
+        self.handler: Optional["logging.Handler"] = None
+        self.gate = FrozenGate(self)
+        _threshold = DEBUG if verbose else WARNING
+        _pending = self
+        if "logging" in sys.modules:  # imported already (by the journal, say): nothing to save
+            self.install()
 
-    def _make_handler(self) -> logging.Handler:
-        if self.logfile:
-            # The handler owns the stream until reopen() or exit: no with-block.
-            stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-            os.set_inheritable(stream.fileno(), False)
-            handler: logging.Handler = logging.StreamHandler(stream)
-            handler.setFormatter(QgaFormatter())
-            return handler
-        journal = _journal_module()
-        if journal is not None:
-            return JournalHandler(journal)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(QgaFormatter(syslog_prefix=bool(os.environ.get("JOURNAL_STREAM"))))
+    def _open(self) -> Optional[IO[str]]:
+        if not self.logfile:
+            return None
+        # The handler owns the stream until reopen() or exit: no with-block.
+        stream = open(self.logfile, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        os.set_inheritable(stream.fileno(), False)
+        return stream
+
+    def _new_handler(self) -> "logging.Handler":
+        from qga.logformat import make_handler
+
+        handler = make_handler(self._stream)
+        handler.addFilter(self.gate)
         return handler
+
+    def install(self) -> None:
+        """Import logging and put this setup's handler on the ``qga`` logger (once)."""
+        global _pending
+        import logging
+
+        with _install_lock:
+            if _pending is self:
+                _pending = None
+            if self.handler is not None:
+                return
+            self.handler = self._new_handler()
+            root = logging.getLogger("qga")
+            for old in list(root.handlers):
+                root.removeHandler(old)
+            root.addHandler(self.handler)
+            root.setLevel(logging.DEBUG if self.verbose else logging.WARNING)
+            root.propagate = False
+            logging.getLogger(AUDIT).setLevel(logging.INFO)
+            logging.Formatter.converter = time.gmtime
 
     def reopen(self) -> None:
         """Reopen the log file (after logrotate moved it)."""
         if not self.logfile or self.gate.frozen:
             return
+        self._stream = self._open()
         old = self.handler
-        self.handler = self._make_handler()
-        self.handler.addFilter(self.gate)
-        self.gate.handler = self.handler
+        if old is None:  # not installed yet: it will write the new file
+            return
+        import logging
+
+        self.handler = self._new_handler()
         root = logging.getLogger("qga")
         root.addHandler(self.handler)
         root.removeHandler(old)

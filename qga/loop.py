@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import os
 import select
 import signal
@@ -21,7 +20,9 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-log = logging.getLogger(__name__)
+from qga.log import get_logger
+
+log = get_logger(__name__)
 
 Callback = Callable[..., Any]
 

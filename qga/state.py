@@ -11,15 +11,15 @@ so that ``fsfreeze-timeout`` counts from the original freeze after a restart.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 from typing import NamedTuple, Optional
 
 from qga import keyfile
 from qga.errors import InternalError, QgaError
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FIRST_HANDLE = 1000
 

@@ -8,19 +8,17 @@ the C ``json`` decoder then builds.
 """
 from __future__ import annotations
 
-import json
-import json.scanner
-import re
-from typing import Any, Union
+from typing import Any, Callable, Tuple, Union
 
+from qga.codec.lazyre import LazyPattern
 from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR, OutOfRangeNumber
 from qga.codec.utf8 import NONCHAR, qemu_lossy_decode, valid_codepoint
 
-_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+_HEX4 = LazyPattern(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {0x22: '"', 0x27: "'", 0x5C: "\\", 0x2F: "/", 0x62: "\b",
             0x66: "\f", 0x6E: "\n", 0x72: "\r", 0x74: "\t"}
 # \u escapes the C decoder accepts but QEMU does not (surrogates, nonchars).
-_BAD_ESC = re.compile(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
+_BAD_ESC = LazyPattern(rb"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])")
 
 # --- fast path: a whole well-formed message of bounded depth -------------
 _W = rb"[ \t\r\n]*"
@@ -37,7 +35,11 @@ for _ in range(3):
     _FVAL = (rb"(?:" + _FSTR + rb"|" + _FNUM + rb"|true|false|null"
              + rb"|\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\}"
              + rb"|\[" + _W + rb"(?:" + _FVAL + _W + _ARR_NEXT + rb")*\])")
-FAST_MESSAGE = re.compile(
+
+
+# Compiling it takes several ms, a fifth of the agent's start-up: the agent
+# defers it until its first reply has left (qga.agent).
+FAST_MESSAGE = LazyPattern(
     _W + rb"(\{" + _W + rb"(?:" + _FSTR + _W + rb":" + _W + _FVAL + _W + _OBJ_NEXT + rb")*\})")
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
@@ -234,9 +236,18 @@ def _int_hook(text: str) -> Any:
     return _number(text.encode("ascii"), True)
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
-# typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
-_scan_once = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
+def _first_scan(text: str, idx: int) -> Tuple[Any, int]:
+    """Make the C decoder's scanner, then scan: json is imported with the fast path, not at start-up."""
+    global _scan_once
+    import json.scanner
+
+    decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_int_hook, parse_float=_float_hook)
+    # typeshed types the argument as a make_scanner; any decoder-like object is what it takes.
+    _scan_once = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+    return _scan_once(text, idx)
+
+
+_scan_once: Callable[[str, int], Tuple[Any, int]] = _first_scan
 FAIL = object()
 
 

@@ -1,12 +1,12 @@
 """QEMU's UTF-8 rules: which code points it accepts, and how it reads a C string."""
 from __future__ import annotations
 
-import re
+from qga.codec.lazyre import LazyPattern
 
 __all__ = ["NONCHAR", "qemu_lossy_decode", "valid_codepoint"]
 
 # Unicode noncharacters, which QEMU's mod_utf8_codepoint() rejects.
-NONCHAR = re.compile("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
+NONCHAR = LazyPattern("[\ufdd0-\ufdef\ufffe\uffff" + "".join(
     chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(1, 17)) + "]")
 
 

@@ -19,10 +19,15 @@ from __future__ import annotations
 import math
 import operator
 import re
-from json.encoder import encode_basestring_ascii as _escape
 from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
+try:  # the json package's own C function: importing the package costs the start-up a ms
+    from _json import encode_basestring_ascii as _escape
+except ImportError:  # an interpreter without json's accelerator
+    from json.encoder import encode_basestring_ascii as _escape
+
 from qga import qbase64
+from qga.codec.lazyre import LazyPattern
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
@@ -34,9 +39,9 @@ Reply = Union[bytes, Sequence[bytes]]
 
 # One \uXXXX escape, a pair of them, or an escaped backslash (which must be
 # skipped so that a literal "\\u0041" in the text is left alone).
-_FIXUP = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
-_SURROGATES = re.compile("[\ud800-\udfff]")
-_UNESCAPABLE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_FIXUP = LazyPattern(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})")
+_SURROGATES = LazyPattern("[\ud800-\udfff]")
+_UNESCAPABLE = LazyPattern("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def _fix(m: re.Match[str]) -> str:

@@ -11,7 +11,6 @@ the agent out of descriptors.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -23,8 +22,9 @@ from qga.guestfile import MODES, NEW_FILE_MODE, GuestFile, OpenError
 from qga.codec import Base64Pieces, base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: guest-file-read's default and maximum ``count`` (qemu-ga's values).
 READ_COUNT_DEFAULT = 4096

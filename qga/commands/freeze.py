@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import threading
 from typing import Any, Dict, List, Optional
@@ -46,8 +45,9 @@ from qga.linux.helpers import HelperFailed, run_helper, unsafe_to_run
 from qga.linux.mounts import Mount, exclusion, list_mounts
 from qga.command import command, on_agent_start
 from qga.state import FreezeStart
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: How long the shutdown thaw waits for a freeze/thaw in progress.
 SHUTDOWN_LOCK_WAIT = 30.0

@@ -24,7 +24,6 @@ Beyond qemu-ga (named with an ``x-`` prefix so stock clients are unaffected):
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal as _signal
 import threading
@@ -39,8 +38,9 @@ from qga.linux.spawn import SpawnError, env_mapping, find_program, spawn
 from qga.codec import base64_text
 from qga.command import command
 from qga.schema import Alternate, Enum
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Captured bytes kept per stream (qemu-ga's GUEST_EXEC_MAX_OUTPUT).
 MAX_OUTPUT = 16 * 1024 * 1024

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import logging
 import socket
 from typing import Any, Dict, List, Sequence
 
@@ -20,8 +19,9 @@ from qga.errors import QgaError, strerror
 from qga.linux import netif, on_linux
 from qga.linux.routes import DEFAULT_FILES, read_routes
 from qga.command import command
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Overridable by tests: the IPv4 and IPv6 route tables.
 ROUTE_FILES = DEFAULT_FILES

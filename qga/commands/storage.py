@@ -8,7 +8,6 @@ agent (see :mod:`qga.fsstat`).
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -21,8 +20,9 @@ from qga.linux.disks import list_disks
 from qga.fsstat import BoundedStatvfs
 from qga.linux.mounts import Mount, list_mounts
 from qga.command import command
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _U64 = (1 << 64) - 1
 #: Overridable by tests.

@@ -15,7 +15,6 @@ it* (``/sys/devices/...``), whatever directory the tree lives in.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from qga.errors import InternalError, strerror
 from qga.linux import udev
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _HEX = "([0-9a-fA-F]+)"
 _FIRST_PCI = re.compile(r"[0-9a-fA-F]+:[0-9a-fA-F]+/%s:%s:%s\.%s" % (_HEX, _HEX, _HEX, _HEX))

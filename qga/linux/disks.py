@@ -8,14 +8,14 @@ disks; ``smart`` only for NVMe.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
 from qga.linux import udev
 from qga.linux.blockdev import Sysfs
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SmartReader = Callable[[str], Optional[Dict[str, Any]]]
 

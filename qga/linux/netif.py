@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import logging
 import operator
 import os
 import socket
@@ -26,8 +25,9 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from qga.cstring import c_text
 from qga.linux.sysfs import read_proc
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22

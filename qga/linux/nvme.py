@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import array
 import fcntl
-import logging
 import os
 import struct
 from typing import Any, Dict, Optional
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: _IOWR('N', 0x41, struct nvme_admin_cmd)
 NVME_IOCTL_ADMIN_CMD = (3 << 30) | (72 << 16) | (ord("N") << 8) | 0x41

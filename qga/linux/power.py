@@ -17,7 +17,6 @@ Failures are :class:`~qga.linux.helpers.HelperFailed` or a
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from typing import List, Mapping, Optional
 
 from qga.errors import InternalError
 from qga.linux.helpers import HelperFailed, run_helper, spawn_status
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SHUTDOWN_MODES = {"powerdown": ("-P", "poweroff"), "halt": ("-H", "halt"), "reboot": ("-r", "reboot")}
 SHUTDOWN_MESSAGE = "hypervisor initiated shutdown"

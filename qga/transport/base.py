@@ -9,7 +9,6 @@ virtio port, client gone on a socket).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from collections import deque
 from itertools import chain, islice
@@ -17,8 +16,9 @@ from typing import Callable, Deque, List, Optional
 
 from qga.codec import Reply
 from qga.loop import Loop
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 READ_SIZE = 256 * 1024
 #: Replies still unwritten beyond this are dropped (oldest first) so a host that

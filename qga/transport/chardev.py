@@ -11,13 +11,13 @@ read with ENODEV, a channel error like any other (``--retry-path`` reopens).
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from qga.transport.base import Transport
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DETACHED_POLL = 0.1
 

@@ -7,15 +7,15 @@ The JSON parser's state is deliberately *not* reset between clients.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 from typing import Any, Optional
 
 from qga.codec import Reply
 from qga.transport.base import Transport
+from qga.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def parse_vsock_path(path: str) -> "tuple[int, int]":

@@ -7,7 +7,6 @@ Read-only commands (``protocol`` and ``info`` groups) run for real.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Dict, List, Optional
 
@@ -31,7 +30,7 @@ def _stub(ctx: Context, **kwargs: Any) -> Dict[str, Any]:
 
 def safe_commands() -> List[Command]:
     """Every declared command; side-effecting handlers replaced by a stub."""
-    return [cmd if cmd.group in REAL_GROUPS else dataclasses.replace(cmd, func=_stub)
+    return [cmd if cmd.group in REAL_GROUPS else cmd.replace(func=_stub)
             for cmd in load()]
 
 

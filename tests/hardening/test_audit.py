@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Dict, List
 
-from qga.log import JournalHandler
+from qga.logformat import JournalHandler
 from qga.commands import load
 from qga.registry import Registry
 from tests.agentproc import start

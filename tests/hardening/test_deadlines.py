@@ -7,7 +7,6 @@ now keeps at most one deadline timer armed.
 """
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import threading
 from typing import Any, Iterator, List
@@ -39,8 +38,8 @@ def agent() -> Iterator[InProcessAgent]:
     """In-process agent with x-slow (deadline 0.3 s) and x-fast (deadline 1 h) commands."""
     base = {c.name: c for c in safe_commands()}
     ping = base["guest-file-flush"]   # any worker command with one int argument
-    extra = [dataclasses.replace(ping, name="x-slow", func=_slow, deadline=0.3, audit=False),
-             dataclasses.replace(ping, name="x-fast", func=_fast, deadline=3600.0, audit=False)]
+    extra = [ping.replace(name="x-slow", func=_slow, deadline=0.3, audit=False),
+             ping.replace(name="x-fast", func=_fast, deadline=3600.0, audit=False)]
     with tempfile.TemporaryDirectory() as tmp:
         a = InProcessAgent(tmp)
         a.registry = Registry(list(base.values()) + extra)
