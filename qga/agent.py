@@ -199,7 +199,7 @@ class Agent:
         sdnotify.status(text)
 
     # -- data path ---------------------------------------------------------------
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: memoryview) -> None:
         # Only the open transport calls this; keep it even if a channel error
         # drops self.transport while the chunk is dispatched.
         transport = self.transport
@@ -229,6 +229,7 @@ class Agent:
 
     def _trim(self) -> None:
         self._trim_pending = False
+        self.parser.release_memory()
         memtrim.release()
 
     def _housekeeping(self, interval: float) -> None:

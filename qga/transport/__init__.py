@@ -47,7 +47,7 @@ def _family(fd: int) -> int:
         sock.detach()
 
 
-def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[bytes], None],
+def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[memoryview], None],
                    on_error: Callable[[str], None], listen_fd: Optional[int] = None) -> Transport:
     """The transport for ``-m method``; call ``open()`` on it."""
     cls = _CLASSES[method]

@@ -33,8 +33,9 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EIO, errno.ENODEV,
 class Transport:
     """Base class: subclasses set ``self.fd`` and implement the EOF policy."""
 
-    def __init__(self, loop: Loop, path: str, on_data: Callable[[bytes], None],
+    def __init__(self, loop: Loop, path: str, on_data: Callable[[memoryview], None],
                  on_error: Callable[[str], None]) -> None:
+        """``on_data`` gets each read as a view of a buffer that the next read reuses."""
         self.loop = loop
         self.path = path
         self.on_data = on_data
@@ -101,7 +102,7 @@ class Transport:
             self.on_io_error(exc)
             return
         if n:
-            self.on_data(self._rview[:n].tobytes())
+            self.on_data(self._rview[:n])   # a view: on_data must not keep it
         else:
             self.on_eof()
 
