@@ -133,7 +133,7 @@ class Agent:
         """Open the channel; False (and a retry scheduled) when ``-r`` allows waiting."""
         path = self.config.effective_path() or ""
         self.transport = make_transport(self._method, path, self.loop, self._on_data,
-                                        self._on_channel_error, self._listen_fd)
+                                        self._on_channel_error, self._listen_fd, self.parser.read_buffer)
         try:
             self.transport.open()
             return True

@@ -144,6 +144,17 @@ class JsonStreamParser:
         if self._n == 0 and len(self._buf) > _MIN_BUFFER:
             self._buf = bytearray(_MIN_BUFFER)
 
+    def read_buffer(self, size: int) -> memoryview:
+        """A view of ``size`` free bytes after the buffered input, for a read.
+
+        Pass what the read filled (a prefix of the view) to :meth:`feed`,
+        which then copies nothing; drop the view before the next call.
+        """
+        end = self._n + size
+        if len(self._buf) < end:
+            self._buf += bytes(end - len(self._buf))
+        return memoryview(self._buf)[self._n:end]
+
     def feed(self, data: Union[bytes, bytearray, memoryview]) -> list[Any]:
         """Lex and parse ``data``; return the completed items in order.
 
@@ -157,7 +168,8 @@ class JsonStreamParser:
             return out
         n = self._n + size
         buf = self._buf
-        buf[self._n:n] = data   # over the stale bytes; grows the buffer if they are too few
+        if not (isinstance(data, memoryview) and data.obj is buf):   # else read in place
+            buf[self._n:n] = data   # over the stale bytes; grows the buffer if they are too few
         self._n = n
         pos = self._pos
         while pos < n:

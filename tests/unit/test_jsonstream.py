@@ -231,8 +231,29 @@ def _big_request(insert: bytes, at: int) -> bytes:
             + _B64_BODY[:at] + insert + _B64_BODY[at:] + b'"}}\n{"execute":"guest-ping"}\n')
 
 
-def _feed_in(p: JsonStreamParser, data: bytes, chunk: int) -> list[Any]:
-    return [x for i in range(0, len(data), chunk) for x in p.feed(data[i:i + chunk])]
+def _feed_in(p: JsonStreamParser, data: bytes, chunk: int, in_place: bool = False) -> list[Any]:
+    """Feed ``data`` in pieces; ``in_place``: as the agent does, each piece
+    "read" into the parser's own buffer (a view longer than what the read returns)."""
+    out: list[Any] = []
+    for i in range(0, len(data), chunk):
+        piece = data[i:i + chunk]
+        if in_place:
+            view = p.read_buffer(len(piece) + 5)
+            view[:len(piece)] = piece
+            out += p.feed(view[:len(piece)])
+            del view
+        else:
+            out += p.feed(piece)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 16, 1000])
+def test_reads_into_the_parser_buffer_get_the_same_items(chunk: int) -> None:
+    whole = parse(MIXED)
+    assert _feed_in(JsonStreamParser(), MIXED, chunk, in_place=True) == whole
+    p = JsonStreamParser()
+    for i in range(0, len(MIXED), 37):   # mixed with copied feeds, after partial tokens
+        assert _feed_in(p, MIXED[:i], chunk, in_place=True) + _feed_in(p, MIXED[i:], chunk) == whole, i
 
 
 @pytest.fixture
@@ -255,6 +276,7 @@ def test_big_string_shortcut_agrees_with_the_table_scan(accelerated: Any, insert
         assert len(expected) >= 2
         for chunk in (len(data), 65536, 5000, 4099):
             assert _feed_in(JsonStreamParser(), data, chunk) == expected, (insert, at, chunk)
+            assert _feed_in(JsonStreamParser(), data, chunk, in_place=True) == expected, (insert, at, chunk)
         if insert == b"":
             assert expected[0]["arguments"]["buf-b64"] == _B64_BODY.decode()
 
