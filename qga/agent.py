@@ -138,7 +138,7 @@ class Agent:
         """Open the channel; False (and a retry scheduled) when ``-r`` allows waiting."""
         path = self.config.effective_path() or ""
         self.transport = make_transport(self._method, path, self.loop, self._on_data,
-                                        self._on_channel_error, self._listen_fd)
+                                        self._on_channel_error, self._listen_fd, self.parser.read_buffer)
         try:
             self.transport.open()
             return True
@@ -204,7 +204,7 @@ class Agent:
         sdnotify.status(text)
 
     # -- data path ---------------------------------------------------------------
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: memoryview) -> None:
         # Only the open transport calls this; keep it even if a channel error
         # drops self.transport while the chunk is dispatched.
         transport = self.transport
@@ -237,6 +237,7 @@ class Agent:
 
     def _trim(self) -> None:
         self._trim_pending = False
+        self.parser.release_memory()
         memtrim.release()
 
     def _housekeeping(self, interval: float) -> None:

@@ -62,6 +62,24 @@ def encode(data: Union[bytes, bytearray, memoryview]) -> bytes:
     return accel.b64encode(data) if accel else binascii.b2a_base64(data, newline=False)
 
 
+def fast_canonical(data: Union[bytes, bytearray, memoryview]) -> bool:
+    """True when the accelerator decodes ``data`` as canonical base64.
+
+    Such data holds only ``A-Z a-z 0-9 + / =``: the JSON lexer uses this as a
+    SIMD-speed proof that a long string stretch has no escape or control
+    byte.  False without the accelerator (the check would cost more than the
+    lexer's own scan) or when it cannot tell.
+    """
+    accel = _accelerator()
+    if not accel:
+        return False
+    try:
+        accel.b64decode(data, validate=True)
+    except ValueError:  # binascii.Error
+        return False
+    return True
+
+
 def decode(text: Union[str, bytes]) -> bytes:
     """Decode ``text`` exactly as qemu-ga would, or raise its error."""
     accel = _accelerator()

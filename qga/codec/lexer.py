@@ -23,8 +23,9 @@ the message is re-lexed by the exact path.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Union
 
+from qga import qbase64
 from qga.codec.parser import (FAIL, FAST_MESSAGE, JsonParseError, ParseFailure, fast_decode,
                                parse_tokens)
 from qga.codec.tokens import COLON, COMMA, FLOAT, INT, KW, LC, LS, RC, RS, STR
@@ -47,15 +48,14 @@ _LOWER = re.compile(rb"[a-z]*")
 _RECOVER_RUN = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}:,]*")
 _DQ_BODY = re.compile(rb'[^"\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^"\\\x00-\x1f\xfe\xff]*)*')
 _SQ_BODY = re.compile(rb"[^'\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^'\\\x00-\x1f\xfe\xff]*)*")
-# Bytes that may appear unescaped in a string body other than the quotes.
-_PLAIN = bytes(i for i in range(0x20, 0xFE) if i not in (0x22, 0x27, 0x5C))
-
-
-
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
 _FAST_WINDOW = 1 << 16   # the regex fast path is for small messages only
 _SCAN_WINDOW = 1 << 18
 _BIG = 1 << 12           # string tokens decoded at lex time
+#: Input is kept in a buffer of at least this size, and one grown for a big
+#: message is kept (its pages stay mapped) while no more than _RETAIN.
+_MIN_BUFFER = 1 << 16
+_RETAIN = 16 << 20
 # 0x80 for a byte a string body cannot hold unescaped (controls, backslash,
 # 0xFE/0xFF), 0 for the others; the quote itself ends the stretch scanned.
 _NOT_PLAIN = bytes(0x80 if i < 0x20 or i in (0x5C, 0xFE, 0xFF) else 0 for i in range(256))
@@ -79,7 +79,10 @@ class JsonStreamParser:
 
     def reset(self) -> None:
         """Forget all buffered input and partial state (a fresh agent)."""
-        self._buf = bytearray()
+        # Input is _buf[:_n]; the bytes after it are stale.  Reusing one
+        # buffer spares a big message the page faults of a fresh one.
+        self._buf = bytearray(_MIN_BUFFER)
+        self._n = 0
         self._pos = 0          # next byte to lex
         self._state = _START
         self._ts = 0           # start of the token being lexed
@@ -136,31 +139,51 @@ class JsonStreamParser:
         return self._ts + self._max_bytes + 1
 
     # -- lexer ----------------------------------------------------------------
-    def feed(self, data: bytes) -> list[Any]:
+    def release_memory(self) -> None:
+        """Shrink a buffer grown for a big message, unless one is in progress."""
+        if self._n == 0 and len(self._buf) > _MIN_BUFFER:
+            self._buf = bytearray(_MIN_BUFFER)
+
+    def read_buffer(self, size: int) -> memoryview:
+        """A view of ``size`` free bytes after the buffered input, for a read.
+
+        Pass what the read filled (a prefix of the view) to :meth:`feed`,
+        which then copies nothing; drop the view before the next call.
+        """
+        end = self._n + size
+        if len(self._buf) < end:
+            self._buf += bytes(end - len(self._buf))
+        return memoryview(self._buf)[self._n:end]
+
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> list[Any]:
         """Lex and parse ``data``; return the completed items in order.
 
         Items are parsed values or JsonParseError.  Partial input is kept
-        for the next call.
+        (copied: ``data`` may be a view of a buffer the caller reuses) for
+        the next call.
         """
         out: list[Any] = []
-        if not data:
+        size = len(data)
+        if not size:
             return out
+        n = self._n + size
         buf = self._buf
-        buf += data
-        n = len(buf)
+        if not (isinstance(data, memoryview) and data.obj is buf):   # else read in place
+            buf[self._n:n] = data   # over the stale bytes; grows the buffer if they are too few
+        self._n = n
         pos = self._pos
         while pos < n:
             st = self._state
             if st == _START:
                 c = buf[pos]
                 if c in _WS:
-                    pos = _WS_RUN.match(buf, pos + 1).end()  # type: ignore[union-attr]  # X* matches
+                    pos = _WS_RUN.match(buf, pos + 1, n).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 # Fast path for a whole small object; skipped at once when no
                 # '}' is near, so a big message's first chunk costs nothing.
                 if c == 0x7B and self._fast and not self._types \
-                        and buf.find(b"}", pos, pos + _FAST_WINDOW) >= 0:
-                    m = FAST_MESSAGE.match(buf, pos, pos + _FAST_WINDOW)
+                        and buf.find(b"}", pos, min(n, pos + _FAST_WINDOW)) >= 0:
+                    m = FAST_MESSAGE.match(buf, pos, min(n, pos + _FAST_WINDOW))
                     if m is not None:
                         end = m.end()
                         if end - pos < self._max_bytes and end - pos <= self._max_tokens:
@@ -186,7 +209,7 @@ class JsonStreamParser:
                 else:
                     self._lex_error(bytes((c,)), out)
             elif st == _RECOVER:
-                pos = _RECOVER_RUN.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
+                pos = _RECOVER_RUN.match(buf, pos, n).end()  # type: ignore[union-attr]  # X* matches
                 if pos < n:
                     self._state = _START
             elif st == _NUM:
@@ -195,7 +218,7 @@ class JsonStreamParser:
                 ts = self._ts
                 limit = ts + self._max_bytes + 1
                 if st == _KWD:
-                    pos = _LOWER.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
+                    pos = _LOWER.match(buf, pos, n).end()  # type: ignore[union-attr]  # X* matches
                     if pos >= limit:
                         pos = self._cut(out)
                     elif pos < n:
@@ -206,13 +229,19 @@ class JsonStreamParser:
                 if new == pos:
                     break  # a backslash ends the data: wait for its partner
                 pos = new
-        self._pos = pos
-        # Compact: keep only the token in progress.  bytearray deletes a
-        # prefix in O(1), so doing this every feed is cheap.
+        # Compact: keep only the token in progress.  It moves at most once,
+        # when it began in this feed (then it is no longer than ``data``).
         keep = self._ts if self._state in (_DQ, _SQ, _NUM, _KWD) else pos
-        if keep:
-            del buf[:keep]
-            self._pos -= keep
+        if keep == n:
+            self._n = self._pos = self._ts = 0
+            if len(buf) > _RETAIN:
+                self._buf = bytearray(_MIN_BUFFER)
+        else:
+            if keep:
+                with memoryview(buf) as view:
+                    view[:n - keep] = view[keep:n]
+            self._n = n - keep
+            self._pos = pos - keep
             self._ts -= keep
         return out
 
@@ -220,13 +249,13 @@ class JsonStreamParser:
         quote = 0x22 if self._state == _DQ else 0x27
         # Find the next quote at C speed; only if the stretch before it holds
         # a backslash or a bad byte do we need the exact (slower) regex.
-        q = buf.find(quote, pos)
+        q = buf.find(quote, pos, n)
         e = q if q >= 0 else n
-        for a in range(pos, e, _SCAN_WINDOW):   # bounded temporary copies
+        for a in range(_plain_prefix(buf, pos, e), e, _SCAN_WINDOW):   # bounded temporary copies
             # A table translate is a plain byte loop (a delete set is not) and
             # isascii() checks the result a word at a time.
             if not buf[a:min(e, a + _SCAN_WINDOW)].translate(_NOT_PLAIN).isascii():
-                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a).end()  # type: ignore[union-attr]  # X* matches
+                e = (_DQ_BODY if quote == 0x22 else _SQ_BODY).match(buf, a, n).end()  # type: ignore[union-attr]  # X* matches
                 break
         ts = self._ts
         if e >= limit:
@@ -278,7 +307,7 @@ class JsonStreamParser:
             digit = 0x30 <= c <= 0x39
             if ns in (_N_DIGITS, _N_MANTD, _N_EXPD):
                 if digit:
-                    pos = _DIGITS.match(buf, pos).end()  # type: ignore[union-attr]  # X* matches
+                    pos = _DIGITS.match(buf, pos, n).end()  # type: ignore[union-attr]  # X* matches
                     continue
                 if ns != _N_EXPD and (c == 0x65 or c == 0x45):
                     ns = _N_EXPE
@@ -312,3 +341,18 @@ class JsonStreamParser:
         # The offending byte is part of the stray token.
         self._lex_error(bytes(buf[ts:pos + 1]), out)
         return pos + 1
+
+
+def _plain_prefix(buf: bytearray, a: int, e: int) -> int:
+    """Where the byte-table scan of the string stretch ``buf[a:e]`` must start.
+
+    A long stretch that the base64 accelerator accepts (file data, nearly
+    always) holds no escape and no control byte, which its SIMD check proves
+    several times faster than the table scan; up to 3 bytes that do not
+    complete a base64 group are left to the scan.
+    """
+    if e - a < _BIG:
+        return a
+    cut = e - (e - a) % 4
+    with memoryview(buf) as view:
+        return cut if qbase64.fast_canonical(view[a:cut]) else a

@@ -47,10 +47,12 @@ def _family(fd: int) -> int:
         sock.detach()
 
 
-def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[bytes], None],
-                   on_error: Callable[[str], None], listen_fd: Optional[int] = None) -> Transport:
-    """The transport for ``-m method``; call ``open()`` on it."""
+def make_transport(method: str, path: str, loop: Loop, on_data: Callable[[memoryview], None],
+                   on_error: Callable[[str], None], listen_fd: Optional[int] = None,
+                   read_buffer: Optional[Callable[[int], memoryview]] = None) -> Transport:
+    """The transport for ``-m method``; call ``open()`` on it (see :class:`Transport`
+    for ``on_data`` and ``read_buffer``)."""
     cls = _CLASSES[method]
     if listen_fd is not None:
-        return cls(loop, path, on_data, on_error, listen_fd=listen_fd)
-    return cls(loop, path, on_data, on_error)
+        return cls(loop, path, on_data, on_error, read_buffer, listen_fd=listen_fd)
+    return cls(loop, path, on_data, on_error, read_buffer)

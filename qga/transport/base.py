@@ -33,8 +33,15 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EIO, errno.ENODEV,
 class Transport:
     """Base class: subclasses set ``self.fd`` and implement the EOF policy."""
 
-    def __init__(self, loop: Loop, path: str, on_data: Callable[[bytes], None],
-                 on_error: Callable[[str], None]) -> None:
+    def __init__(self, loop: Loop, path: str, on_data: Callable[[memoryview], None],
+                 on_error: Callable[[str], None],
+                 read_buffer: Optional[Callable[[int], memoryview]] = None) -> None:
+        """``on_data`` gets what each read returned, as a view that is only valid
+        during the call.  ``read_buffer(size)`` gives the writable view (at
+        least ``size`` bytes) the next read goes into; the agent passes the
+        JSON parser's, so a request is read straight into the buffer it is
+        lexed in.  By default the transport reads into a buffer of its own.
+        """
         self.loop = loop
         self.path = path
         self.on_data = on_data
@@ -48,9 +55,8 @@ class Transport:
         self._paused = False
         self._writing = False
         self._corked = 0
-        self._rbuf = bytearray(READ_SIZE)
-        self._rbufs = [self._rbuf]
-        self._rview = memoryview(self._rbuf)
+        self._read_buffer = read_buffer or self._own_buffer
+        self._rview: Optional[memoryview] = None
 
     # -- subclass interface -----------------------------------------------------
     def open(self) -> None:
@@ -90,18 +96,24 @@ class Transport:
         self._paused = False
         self._want_reading()
 
+    def _own_buffer(self, size: int) -> memoryview:
+        if self._rview is None or len(self._rview) < size:
+            self._rview = memoryview(bytearray(size))
+        return self._rview
+
     def _on_readable(self) -> None:
         # Into a buffer kept across reads: os.read(fd, READ_SIZE) would
         # allocate (and fault in) READ_SIZE bytes for every small request.
+        view = self._read_buffer(READ_SIZE)
         try:
-            n = os.readv(self.fd, self._rbufs)  # type: ignore[arg-type]
+            n = os.readv(self.fd, [view])  # type: ignore[arg-type]
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.on_io_error(exc)
             return
         if n:
-            self.on_data(self._rview[:n].tobytes())
+            self.on_data(view[:n])
         else:
             self.on_eof()
 

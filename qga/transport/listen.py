@@ -1,12 +1,19 @@
 """Listening sockets: unix-listen and vsock-listen, one client at a time.
 
-While a client is connected the listening socket is not watched, so a second
-client waits in the backlog until the first leaves (qemu-ga's behaviour).
-The JSON parser's state is deliberately *not* reset between clients.
+One client at a time: a second one waits in the backlog until the first
+leaves (qemu-ga's behaviour).  The JSON parser's state is deliberately *not*
+reset between clients.
+
+A reconnect is cheap: the listening socket stays watched while a client is
+connected (it is set aside only if a second client actually knocks, which
+would otherwise wake the loop for ever), a client that left is followed by an
+accept at once (the next one is often already waiting), and an accepted
+connection is a bare descriptor, never a socket object.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 from typing import Any, Optional
@@ -35,7 +42,8 @@ class ListenTransport(Transport):
     def __init__(self, *args, listen_fd: Optional[int] = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._listen_fd = listen_fd
-        self._client: Optional[socket.socket] = None
+        self._watching = False   # the listening socket is in the loop
+        self._knocked = False    # it was reported readable while this client is served
 
     def _bind(self) -> socket.socket:
         raise NotImplementedError
@@ -46,24 +54,42 @@ class ListenTransport(Transport):
         else:
             self.listener = self._bind()
         self.listener.setblocking(False)
-        self.loop.add_reader(self.listener.fileno(), self._accept)
+        self._watch()
+
+    def _watch(self) -> None:
+        if not self._watching and self.listener is not None:
+            self._watching = True
+            self.loop.add_reader(self.listener.fileno(), self._on_knock)
+
+    def _on_knock(self) -> None:
+        if self.fd is None:
+            self._accept()
+        elif not self._knocked:
+            # Often stale: the client that just left was followed by an accept
+            # at once, and its successor is reported in the same poll.
+            self._knocked = True
+        else:
+            # A second client while one is served: set the socket aside until
+            # the first leaves (it would be reported readable on every poll).
+            self._watching = False
+            self.loop.remove_reader(self.listener.fileno())  # type: ignore[union-attr]  # watched: open
 
     def _accept(self) -> None:
         assert self.listener is not None
         try:
-            client, _ = self.listener.accept()
+            # _accept(): the descriptor alone, no socket object to build and detach.
+            fd, _ = self.listener._accept()  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             log.warning("accept failed: %s", exc.strerror)
             return
-        client.setblocking(False)
-        self._client = client
-        self.loop.remove_reader(self.listener.fileno())
-        self._attach_fd(client.detach())
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)   # one syscall; a new socket has no other flag
+        self._knocked = False
+        self._attach_fd(fd)
 
     def write(self, data: Reply) -> None:
-        if self._client is None:
+        if self.fd is None:
             # No client: qemu-ga's write fails and the reply is lost; a later
             # client must not receive replies meant for an earlier one.
             log.debug("no client connected: dropped a reply")
@@ -81,15 +107,15 @@ class ListenTransport(Transport):
         # Unsent replies belonged to this client; qemu-ga drops them too.
         self.drop_output()
         self._detach_fd()
-        self._client = None
-        if self.listener is not None:
-            self.loop.add_reader(self.listener.fileno(), self._accept)
+        self._watch()
+        self._accept()
 
     def close(self) -> None:
         self._detach_fd()
-        self._client = None
         if self.listener is not None:
-            self.loop.remove_reader(self.listener.fileno())
+            if self._watching:
+                self._watching = False
+                self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
 

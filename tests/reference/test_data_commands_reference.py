@@ -243,3 +243,55 @@ def test_freeze_list_matches_reference(loop_mount: str) -> None:
             assert b"the command is not allowed" in o
             continue
         assert o == r, f"{req}\n reference: {r!r}\n ours:      {o!r}"
+
+
+# Big guest-file-write strings (beyond the lexer's 4 KiB "big string" size,
+# where canonical base64 takes its SIMD shortcut): clean, and spoiled in every
+# way the shortcut must notice.  Raw bytes, not str: some are not UTF-8.
+_BIG = base64.b64encode(bytes(range(256)) * 300)          # 102400 characters
+_BIG_WRITES: List[bytes] = [
+    _BIG,
+    _BIG[:5000] + b"\\/" + _BIG[5000:],                          # an escape, still valid
+    b"\\n".join(_BIG[i:i + 76] for i in range(0, len(_BIG), 76)),  # escaped newlines
+    _BIG[:-1],                                                   # a partial last group
+    _BIG[:8000] + b"====" + _BIG[8000:],                         # padding in the middle
+    _BIG[:8000] + b"\\u0000" + _BIG[8000:],
+    _BIG[:8000] + b"\xc3(" + _BIG[8000:],                        # invalid UTF-8
+    _BIG[:8000] + b"\xc3\xa9" + _BIG[8000:],                     # valid UTF-8, not base64
+    _BIG[:8000] + b" " + _BIG[8000:],
+    _BIG[:90000] + b"\x01" + _BIG[90000:],                       # a control byte: lexical error
+    _BIG,
+]
+
+
+def _big_session(kind: str, workdir: str) -> Tuple[bytes, bytes, bytes]:
+    """(replies to the writes, what a client arriving after one that left in
+    the middle of a big string reads, the file written)."""
+    agent: AgentProcess = start(kind)
+    path = os.path.join(workdir, "big")
+    try:
+        conn: Conn = agent.connect(timeout=30)
+        conn.sync()
+        conn.send(b'{"execute":"guest-file-open","arguments":{"path":"%s","mode":"w"}}\n' % path.encode())
+        for text in _BIG_WRITES:
+            conn.send(b'{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"' + text + b'"}}\n')
+        replies = conn.sync()
+        conn.send(b'{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"' + _BIG[:50000])
+        conn.close()
+        conn = agent.connect(timeout=30)
+        resync = conn.sync()
+        conn.send(b'{"execute":"guest-file-write","arguments":{"handle":1000,"buf-b64":"' + _BIG + b'"}}\n')
+        conn.send(b'{"execute":"guest-file-close","arguments":{"handle":1000}}\n')
+        resync += conn.sync(4343)
+        with open(path, "rb") as f:
+            return replies, resync, f.read()
+    finally:
+        agent.stop()
+
+
+def test_big_file_writes_match_reference(shared_dir: str) -> None:
+    ref = _big_session("reference", shared_dir)
+    ours = _big_session("ours", shared_dir)
+    assert ours[0].count(b"\n") >= len(_BIG_WRITES) + 1
+    for what, o, r in zip(("replies", "after reconnect", "file"), ours, ref):
+        assert o == r, f"{what} differ:\n ours {o[:300]!r}...\n ref  {r[:300]!r}..."

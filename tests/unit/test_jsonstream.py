@@ -159,7 +159,7 @@ def test_huge_inputs_bounded_time() -> None:
     for i in range(0, len(line), 1 << 20):
         items += p.feed(line[i:i + (1 << 20)])
     assert items[0] == E("JSON token size limit exceeded")
-    assert len(p._buf) < (1 << 20)
+    assert len(p._buf) <= (1 << 20)  # no more than one feed is kept
     deep = b"[" * 2000 + b"]" * 2000 + b"\n" + b"{" * 2000 + b"}" * 2000 + b"\n"
     items = p.feed(b"\xff" + deep)
     assert len(p.feed(b'{"execute":"guest-ping"}')) == 1
@@ -214,3 +214,112 @@ def test_roundtrip_property(value: Any, chunk: int) -> None:
         # either (-0.0 is written "-0" and read back as 0; keys sharing a hash
         # bucket come out newest first, so their order flips on every echo).
         assert items == [{"id": value}]
+
+
+# -- big strings: the base64 shortcut of the string scan and the reused buffer --
+
+_B64_BODY = __import__("base64").b64encode(bytes(range(256)) * 96)   # 32 KiB of base64
+#: Inserted into a big base64 string: each defeats the shortcut in its own way
+#: (escapes, a control byte, bad or good UTF-8, an impossible byte, padding or
+#: a space inside: plain JSON, not canonical base64).
+_INSERTS = [b"", b"\\/", b"\\u0041", b"\\u0000", b"\x01", b"\x1f", b"\xc3(", b"\xc3\xa9", b"\xff",
+            b"==", b" ", b"\\", b"'"]
+
+
+def _big_request(insert: bytes, at: int) -> bytes:
+    return (b'{"execute":"guest-file-write","arguments":{"handle":1,"buf-b64":"'
+            + _B64_BODY[:at] + insert + _B64_BODY[at:] + b'"}}\n{"execute":"guest-ping"}\n')
+
+
+def _feed_in(p: JsonStreamParser, data: bytes, chunk: int, in_place: bool = False) -> list[Any]:
+    """Feed ``data`` in pieces; ``in_place``: as the agent does, each piece
+    "read" into the parser's own buffer (a view longer than what the read returns)."""
+    out: list[Any] = []
+    for i in range(0, len(data), chunk):
+        piece = data[i:i + chunk]
+        if in_place:
+            view = p.read_buffer(len(piece) + 5)
+            view[:len(piece)] = piece
+            out += p.feed(view[:len(piece)])
+            del view
+        else:
+            out += p.feed(piece)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 16, 1000])
+def test_reads_into_the_parser_buffer_get_the_same_items(chunk: int) -> None:
+    whole = parse(MIXED)
+    assert _feed_in(JsonStreamParser(), MIXED, chunk, in_place=True) == whole
+    p = JsonStreamParser()
+    for i in range(0, len(MIXED), 37):   # mixed with copied feeds, after partial tokens
+        assert _feed_in(p, MIXED[:i], chunk, in_place=True) + _feed_in(p, MIXED[i:], chunk) == whole, i
+
+
+@pytest.fixture
+def accelerated() -> Any:
+    from qga import qbase64
+    from tests.prereq import require
+    require(None if qbase64.use_accelerator(True) else "pybase64 not installed (pip install .[fast])")
+    yield qbase64
+    qbase64.use_accelerator(True)
+
+
+@pytest.mark.parametrize("insert", _INSERTS, ids=repr)
+def test_big_string_shortcut_agrees_with_the_table_scan(accelerated: Any, insert: bytes) -> None:
+    assert accelerated.fast_canonical(_B64_BODY)   # the shortcut is taken for the clean stretches
+    for at in (0, 5, 4096, 9000, len(_B64_BODY) - 3, len(_B64_BODY)):
+        data = _big_request(insert, at)
+        accelerated.use_accelerator(False)
+        expected = JsonStreamParser().feed(data)
+        accelerated.use_accelerator(True)
+        assert len(expected) >= 2
+        for chunk in (len(data), 65536, 5000, 4099):
+            assert _feed_in(JsonStreamParser(), data, chunk) == expected, (insert, at, chunk)
+            assert _feed_in(JsonStreamParser(), data, chunk, in_place=True) == expected, (insert, at, chunk)
+        if insert == b"":
+            assert expected[0]["arguments"]["buf-b64"] == _B64_BODY.decode()
+
+
+def test_big_string_errors_are_qemus(accelerated: Any) -> None:
+    def first(insert: bytes) -> Any:
+        return _feed_in(JsonStreamParser(), _big_request(insert, 9000), 5000)[0]
+    assert first(b"\\/")["arguments"]["buf-b64"] == (_B64_BODY[:9000] + b"/" + _B64_BODY[9000:]).decode()
+    assert first(b"\\u0000")["arguments"]["buf-b64"][9000] == "\0"
+    assert first(b"\xc3(") == E(P + "invalid UTF-8 sequence in string")
+    stray = first(b"\x01")
+    assert isinstance(stray, E) and stray.desc == P + "stray '\"" + _B64_BODY[:9000].decode() + "\x01'"
+
+
+def test_control_byte_in_an_unfinished_big_string_is_reported_at_once(accelerated: Any) -> None:
+    p = JsonStreamParser()
+    assert p.feed(b'{"execute":"guest-file-write","arguments":{"buf-b64":"' + _B64_BODY) == []
+    assert p.feed(_B64_BODY + b"\x02" + _B64_BODY)[0].desc.startswith(P + "stray '\"")
+
+
+def test_stale_bytes_of_a_big_message_are_never_read() -> None:
+    """The input buffer is reused: what an earlier, longer message left behind
+    it (letters, digits, blanks, quotes) must not extend a later token."""
+    whole = parse(MIXED)
+    for filler in (b"e", b"1", b" ", b"}", b'\\"'):
+        junk = b'{"id":"' + filler * 5000 + b'"}'
+        for i in range(len(MIXED) + 1):
+            p = JsonStreamParser()
+            assert len(p.feed(junk)) == 1
+            assert p.feed(MIXED[:i]) + p.feed(MIXED[i:]) == whole, (filler, i)
+
+
+def test_buffer_of_a_big_message_is_kept_then_released() -> None:
+    p = JsonStreamParser()
+    big = b'{"id":"' + b"A" * (1 << 20) + b'"}'
+    assert _feed_in(p, big, 1 << 16) == [{"id": "A" * (1 << 20)}]
+    kept = p._buf
+    assert len(kept) >= 1 << 20
+    assert _feed_in(p, big, 1 << 16) == [{"id": "A" * (1 << 20)}] and p._buf is kept
+    p.feed(b'{"id":"unfinished')
+    p.release_memory()
+    assert p._buf is kept                      # a message is in progress: kept
+    assert p.feed(b'"}') == [{"id": "unfinished"}]
+    p.release_memory()
+    assert len(p._buf) < len(big)
+    assert p.feed(b'{"id":1}') == [{"id": 1}]

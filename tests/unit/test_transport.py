@@ -74,3 +74,56 @@ def test_a_host_that_does_not_read_loses_whole_replies_never_half_of_one(pair, m
     assert all(line + b"\n" in replies for line in lines)   # no reply cut or spliced
     assert len(lines) < len(replies)                        # and some were dropped
 
+
+
+def _one_pass(loop: Loop) -> None:
+    """One poll of the loop and the callbacks of what it reported."""
+    loop.call_later(0, loop.stop)
+    loop.run()
+
+
+def test_unix_listen_reconnects_and_queues_without_spinning(tmp_path) -> None:
+    from qga.transport.listen import UnixListen
+    loop = Loop()
+    path = str(tmp_path / "sock")
+    got: list = []
+    t = UnixListen(loop, path, lambda data: got.append(bytes(data)), lambda msg: None)
+    t.open()
+    listen_fd = t.listener.fileno()
+
+    def client() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        return sock
+
+    try:
+        first = client()
+        _one_pass(loop)
+        assert t.fd is not None and os.get_blocking(t.fd) is False   # writes must never block
+        _one_pass(loop)   # a quiet poll: then epoll reports the first leaving before the next knocking
+        # The next client is waiting before the loop sees the first leave: it is
+        # accepted in the same pass, and the poll's now stale report of the
+        # listening socket does not set it aside.
+        first.close()
+        second = client()
+        _one_pass(loop)
+        assert t.fd is not None and loop._callbacks(listen_fd)[0] is not None
+        second.sendall(b"two")
+        _one_pass(loop)
+        assert got == [b"two"]
+        # A third client knocks while the second is served: once it is seen
+        # twice the listening socket is set aside, so polls do not spin on it.
+        third = client()
+        _one_pass(loop)
+        _one_pass(loop)
+        assert loop._callbacks(listen_fd) == (None, None)
+        second.close()
+        _one_pass(loop)
+        assert t.fd is not None and loop._callbacks(listen_fd)[0] is not None
+        third.sendall(b"three")
+        _one_pass(loop)
+        assert got == [b"two", b"three"]
+        third.close()
+    finally:
+        t.close()
+        loop.close()
