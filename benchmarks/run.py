@@ -787,7 +787,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few iterations, small sizes (CI smoke)")
     ap.add_argument("--json", metavar="PATH",
                     help="write results here (default: benchmarks/results/latest.json, "
-                         "or quick.json with --quick)")
+                         "quick.json with --quick, rows.json with --rows)")
     ap.add_argument("--rows", metavar="LIST", help="comma-separated subset of: " + ",".join(ROW_NAMES))
     ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last one allowed)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to a CPU")
@@ -832,7 +832,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "reference": ref_version.strip(),
         "rows": result_rows,
     }
-    out = args.json or str(RESULTS / ("quick.json" if args.quick else "latest.json"))
+    # A subset of rows never replaces the committed full results.
+    default = "quick.json" if args.quick else "rows.json" if args.rows else "latest.json"
+    out = args.json or str(RESULTS / default)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
