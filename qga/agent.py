@@ -16,13 +16,12 @@ from qga.context import Context
 from qga.dispatch import Dispatcher
 from qga.codec import JsonStreamParser, Reply
 from qga.codec.parser import FAST_MESSAGE
-from qga.log import LogSetup
+from qga.log import LogSetup, get_logger
 from qga.loop import Loop
 from qga.registry import Registry
 from qga.state import StateDir, StateError
 from qga.transport import ActivationError, make_transport, socket_activation
 from qga.transport.base import Transport
-from qga.log import get_logger
 
 log = get_logger("qga")
 
