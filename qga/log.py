@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, TYPE_CHECKING, Any, Deque, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Deque, Optional
 
 if TYPE_CHECKING:
     import logging
@@ -53,7 +53,24 @@ def _logging() -> Any:
     return logging
 
 
-_METHODS = ("debug", "info", "warning", "error", "exception", "critical")
+#: Logger method -> the level it writes at.
+_METHODS = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR, "exception": ERROR,
+            "critical": CRITICAL}
+
+
+def _until_taken(method: str) -> Callable[..., None]:
+    """:class:`Logger`'s ``method`` for the time before it takes its logging.Logger."""
+    level = _METHODS[method]
+
+    def call(self: "Logger", msg: str, *args: Any, **kwargs: Any) -> None:
+        logger = self._get(level)
+        if logger is not None:
+            # stacklevel=2: the record names the caller, not this function.
+            getattr(logger, method)(msg, *args, stacklevel=2, **kwargs)
+
+    call.__name__ = method
+    call.__doc__ = f"As :meth:`logging.Logger.{method}`."
+    return call
 
 
 class Logger:
@@ -76,42 +93,12 @@ class Logger:
             setattr(self, method, getattr(logger, method))
         return logger
 
-    # Only until logging is taken; stacklevel=2: the record names the caller, not this class.
-    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.debug`."""
-        logger = self._get(DEBUG)
-        if logger is not None:
-            logger.debug(msg, *args, stacklevel=2, **kwargs)
-
-    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.info`."""
-        logger = self._get(INFO)
-        if logger is not None:
-            logger.info(msg, *args, stacklevel=2, **kwargs)
-
-    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.warning`."""
-        logger = self._get(WARNING)
-        if logger is not None:
-            logger.warning(msg, *args, stacklevel=2, **kwargs)
-
-    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.error`."""
-        logger = self._get(ERROR)
-        if logger is not None:
-            logger.error(msg, *args, stacklevel=2, **kwargs)
-
-    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.exception` (in an ``except`` block)."""
-        logger = self._get(ERROR)
-        if logger is not None:
-            logger.exception(msg, *args, stacklevel=2, **kwargs)
-
-    def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        """As :meth:`logging.Logger.critical`."""
-        logger = self._get(CRITICAL)
-        if logger is not None:
-            logger.critical(msg, *args, stacklevel=2, **kwargs)
+    debug = _until_taken("debug")
+    info = _until_taken("info")
+    warning = _until_taken("warning")
+    error = _until_taken("error")
+    exception = _until_taken("exception")  # in an ``except`` block
+    critical = _until_taken("critical")
 
 
 def get_logger(name: str) -> Logger:
