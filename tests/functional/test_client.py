@@ -26,8 +26,8 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 
 from qga.host.cli import EXIT_AGENT_ERROR, EXIT_EXEC_TIMEOUT, EXIT_UNREACHABLE
+from qga.host.channel import BUFFER
 from qga.host.client import (
-    BUFFER,
     AgentClient,
     AgentDisconnected,
     AgentError,
