@@ -202,16 +202,21 @@ def test_utmp_layouts() -> None:
     assert utmp.layout_for("aarch64").size == 400
 
 
+def _x86_64_utmp_only() -> None:
+    """Skip where this host's utmp records are not x86_64's 384 bytes (the fixtures' layout)."""
+    size = utmp.layout_for().size
+    if size != 384:
+        pytest.skip(f"this host's utmp records are {size} bytes; the fixture has x86_64's 384-byte layout")
+
+
 def test_get_users_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(system, "UTMP_PATH", str(DATA / "utmp" / "x86_64-utmp"))
-    if utmp.layout_for().size != 384:
-        pytest.skip("fixture is x86_64 layout")
+    _x86_64_utmp_only()
     assert [u["user"] for u in system.get_users(make_ctx(tmp_path))][:2] == ["alice", "bob"]
 
 
 def test_get_users_follows_the_utmp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if utmp.layout_for().size != 384:
-        pytest.skip("fixture is x86_64 layout")
+    _x86_64_utmp_only()
     path = tmp_path / "utmp"
     monkeypatch.setattr(system, "UTMP_PATH", str(path))
     ctx = make_ctx(tmp_path)
