@@ -6,9 +6,9 @@ the RPC lists accumulate.  Errors print a clear message and exit 1.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any, List, Optional
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Tuple
 
 from qga.errors import InternalError
 from qga import QEMU_VERSION, __version__
@@ -17,84 +17,156 @@ from qga.config import (DEFAULT_CONFIG_PATH, DEFAULT_FSFREEZE_HOOK, METHODS, Con
                         apply, config_path, dump, load_file, validate)
 
 
+if TYPE_CHECKING:
+    import argparse
+
+
 class CliError(InternalError):
     """A bad command line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
-        raise CliError(message)
 
 
 def _csv(value: str) -> List[str]:
     return [item for item in value.split(",") if item]
 
 
+#: The options, by group: the option strings and ``add_argument``'s keywords.
+#: :func:`build_parser` declares them to argparse; :func:`_parse_plain` reads
+#: the common forms itself.
+_OPTIONS: Tuple[Tuple[str, Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...]], ...] = (
+    ("qemu-ga options", (
+        (("-m", "--method"), {
+            "metavar": "METHOD",
+            "help": "transport method: one of " + ", ".join(METHODS) + " (default: virtio-serial)"}),
+        (("-p", "--path"), {
+            "metavar": "PATH",
+            "help": "device/socket path (virtio-serial: /dev/virtio-ports/org.qemu.guest_agent.0, "
+                    "isa-serial: /dev/ttyS0; unix-listen needs a path; vsock-listen takes CID:PORT)"}),
+        (("-l", "--logfile"), {"metavar": "PATH", "help": "set logfile path (default: stderr or the journal)"}),
+        (("-f", "--pidfile"), {"metavar": "PATH", "help": "specify pidfile (default: /var/run/qemu-ga.pid)"}),
+        (("-F", "--fsfreeze-hook"), {
+            "metavar": "PATH", "nargs": "?", "const": DEFAULT_FSFREEZE_HOOK,
+            "help": f"enable fsfreeze hook; the optional argument must be attached "
+                    f"(-F/path or --fsfreeze-hook=/path; default: {DEFAULT_FSFREEZE_HOOK})"}),
+        (("-t", "--statedir"), {"metavar": "DIR", "help": "directory to store state files (default: /var/run)"}),
+        (("-v", "--verbose"), {"action": "store_true", "help": "log extra debugging information"}),
+        (("-V", "--version"), {"action": "store_true", "help": "print version information and exit"}),
+        (("-d", "--daemonize"), {"action": "store_true", "help": "become a daemon"}),
+        (("-b", "--block-rpcs"), {
+            "metavar": "LIST", "action": "append", "type": _csv,
+            "help": 'comma-separated list of RPCs to disable (no spaces, use "help" to list)'}),
+        (("-a", "--allow-rpcs"), {
+            "metavar": "LIST", "action": "append", "type": _csv,
+            "help": 'comma-separated list of RPCs to enable, all others disabled (use "help" to list)'}),
+        (("-D", "--dump-conf"), {"action": "store_true", "help": "dump the effective configuration and exit"}),
+        (("-c", "--config"), {
+            "metavar": "PATH", "help": f"configuration file (default: $QGA_CONF or {DEFAULT_CONFIG_PATH})"}),
+        (("-r", "--retry-path"), {
+            "action": "store_true", "help": "attempt to re-open the channel path if it fails or disappears"}),
+        (("-h", "--help"), {"action": "store_true", "help": "display this help and exit"}),
+    )),
+    ("qemu-ga-py extensions (also config keys of the same name)", (
+        (("--block-groups",), {
+            "metavar": "LIST", "action": "append", "type": _csv,
+            "help": "comma-separated command groups to disable: " + ", ".join(g for g in GROUPS if g != "protocol")}),
+        (("--self-test",), {
+            "action": "store_true",
+            "help": "check the channel, state directory, freezable mounts, SELinux and the "
+                    "command policy without changing anything; exit 1 if something is wrong"}),
+        (("--fsfreeze-timeout",), {
+            "metavar": "SECS", "type": float,
+            "help": "thaw automatically when filesystems stay frozen this long, counted from the freeze "
+                    "even across an agent restart; 0 never thaws (default: 600)"}),
+        (("--fsfreeze-hook-timeout",), {
+            "metavar": "SECS", "type": float,
+            "help": "kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)"}),
+        (("--fsfreeze-exclude",), {
+            "metavar": "LIST", "action": "append", "type": _csv,
+            "help": "comma-separated mounts guest-fsfreeze-freeze leaves alone: entries starting "
+                    "with / are mount-point globs, others filesystem types (e.g. /mnt/scratch*,xfs); "
+                    "guest-fsfreeze-freeze-list still freezes what the host names"}),
+        (("--statvfs-timeout",), {
+            "metavar": "SECS", "type": float,
+            "help": "how long guest-get-fsinfo waits for one filesystem's statvfs (default: 2)"}),
+        (("--frozen-sigterm",), {
+            "metavar": "ACTION", "choices": ("thaw", "ignore"),
+            "help": "SIGTERM while frozen: thaw, then exit (default), or ignore it (qemu-ga)"}),
+        (("--command-timeout",), {
+            "metavar": "SECS", "type": float,
+            "help": "deadline for a command before the host gets an error (default: 60)"}),
+        (("--interface-exclude",), {
+            "metavar": "GLOBS", "action": "append", "type": _csv,
+            "help": "comma-separated interface name patterns hidden from guest-network-get-interfaces"}),
+        (("--file-nofollow",), {
+            "action": "store_true",
+            "help": "guest-file-open does not follow a symlink as the last path component"}),
+        (("--max-file-handles",), {"metavar": "N", "type": int, "help": "open guest-file handles (default: 1024)"}),
+        (("--max-exec-records",), {
+            "metavar": "N", "type": int, "help": "finished guest-exec results kept until queried (default: 1024)"}),
+        (("--max-concurrent-execs",), {
+            "metavar": "N", "type": int, "help": "guest-exec children running at once (default: 128)"}),
+        (("--extension-commands",), {
+            "action": "store_true",
+            "help": "register qemu-ga-py's own x- commands (x-guest-exec-kill); off by default, "
+                    "so guest-info lists exactly qemu-ga's commands"}),
+    )),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The options, shared by ``--help`` and the qemu-ga-py(8) man page."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise CliError(message)
+
     p = _Parser(prog="qemu-ga-py", add_help=False, argument_default=argparse.SUPPRESS,
                 description="QEMU Guest Agent (Python implementation), compatible with "
                             f"qemu-ga {QEMU_VERSION}.")
-    q = p.add_argument_group("qemu-ga options")
-    q.add_argument("-m", "--method", metavar="METHOD",
-                   help="transport method: one of " + ", ".join(METHODS) + " (default: virtio-serial)")
-    q.add_argument("-p", "--path", metavar="PATH",
-                   help="device/socket path (virtio-serial: /dev/virtio-ports/org.qemu.guest_agent.0, "
-                        "isa-serial: /dev/ttyS0; unix-listen needs a path; vsock-listen takes CID:PORT)")
-    q.add_argument("-l", "--logfile", metavar="PATH", help="set logfile path (default: stderr or the journal)")
-    q.add_argument("-f", "--pidfile", metavar="PATH", help="specify pidfile (default: /var/run/qemu-ga.pid)")
-    q.add_argument("-F", "--fsfreeze-hook", metavar="PATH", nargs="?", const=DEFAULT_FSFREEZE_HOOK,
-                   help=f"enable fsfreeze hook; the optional argument must be attached "
-                        f"(-F/path or --fsfreeze-hook=/path; default: {DEFAULT_FSFREEZE_HOOK})")
-    q.add_argument("-t", "--statedir", metavar="DIR", help="directory to store state files (default: /var/run)")
-    q.add_argument("-v", "--verbose", action="store_true", help="log extra debugging information")
-    q.add_argument("-V", "--version", action="store_true", help="print version information and exit")
-    q.add_argument("-d", "--daemonize", action="store_true", help="become a daemon")
-    q.add_argument("-b", "--block-rpcs", metavar="LIST", action="append", type=_csv,
-                   help='comma-separated list of RPCs to disable (no spaces, use "help" to list)')
-    q.add_argument("-a", "--allow-rpcs", metavar="LIST", action="append", type=_csv,
-                   help='comma-separated list of RPCs to enable, all others disabled (use "help" to list)')
-    q.add_argument("-D", "--dump-conf", action="store_true", help="dump the effective configuration and exit")
-    q.add_argument("-c", "--config", metavar="PATH",
-                   help=f"configuration file (default: $QGA_CONF or {DEFAULT_CONFIG_PATH})")
-    q.add_argument("-r", "--retry-path", action="store_true",
-                   help="attempt to re-open the channel path if it fails or disappears")
-    q.add_argument("-h", "--help", action="store_true", help="display this help and exit")
-    x = p.add_argument_group("qemu-ga-py extensions (also config keys of the same name)")
-    x.add_argument("--block-groups", metavar="LIST", action="append", type=_csv,
-                   help="comma-separated command groups to disable: "
-                        + ", ".join(g for g in GROUPS if g != "protocol"))
-    x.add_argument("--self-test", action="store_true",
-                   help="check the channel, state directory, freezable mounts, SELinux and the "
-                        "command policy without changing anything; exit 1 if something is wrong")
-    x.add_argument("--fsfreeze-timeout", metavar="SECS", type=float,
-                   help="thaw automatically when filesystems stay frozen this long, counted from the freeze "
-                        "even across an agent restart; 0 never thaws (default: 600)")
-    x.add_argument("--fsfreeze-hook-timeout", metavar="SECS", type=float,
-                   help="kill the fsfreeze hook after this long; 0 waits forever like qemu-ga (default: 300)")
-    x.add_argument("--fsfreeze-exclude", metavar="LIST", action="append", type=_csv,
-                   help="comma-separated mounts guest-fsfreeze-freeze leaves alone: entries starting "
-                        "with / are mount-point globs, others filesystem types (e.g. /mnt/scratch*,xfs); "
-                        "guest-fsfreeze-freeze-list still freezes what the host names")
-    x.add_argument("--statvfs-timeout", metavar="SECS", type=float,
-                   help="how long guest-get-fsinfo waits for one filesystem's statvfs (default: 2)")
-    x.add_argument("--frozen-sigterm", metavar="ACTION", choices=("thaw", "ignore"),
-                   help="SIGTERM while frozen: thaw, then exit (default), or ignore it (qemu-ga)")
-    x.add_argument("--command-timeout", metavar="SECS", type=float,
-                   help="deadline for a command before the host gets an error (default: 60)")
-    x.add_argument("--interface-exclude", metavar="GLOBS", action="append", type=_csv,
-                   help="comma-separated interface name patterns hidden from guest-network-get-interfaces")
-    x.add_argument("--file-nofollow", action="store_true",
-                   help="guest-file-open does not follow a symlink as the last path component")
-    x.add_argument("--max-file-handles", metavar="N", type=int, help="open guest-file handles (default: 1024)")
-    x.add_argument("--max-exec-records", metavar="N", type=int,
-                   help="finished guest-exec results kept until queried (default: 1024)")
-    x.add_argument("--max-concurrent-execs", metavar="N", type=int,
-                   help="guest-exec children running at once (default: 128)")
-    x.add_argument("--extension-commands", action="store_true",
-                   help="register qemu-ga-py's own x- commands (x-guest-exec-kill); off by default, "
-                        "so guest-info lists exactly qemu-ga's commands")
+    for title, options in _OPTIONS:
+        group = p.add_argument_group(title)
+        for flags, keywords in options:
+            group.add_argument(*flags, **keywords)
     return p
+
+
+#: Option string -> (argparse destination, keywords), for the options
+#: :func:`_parse_plain` reads (all but ``-F``, whose argument is optional).
+_PLAIN = {flag: (next(f for f in flags if f.startswith("--"))[2:].replace("-", "_"), keywords)
+          for _title, options in _OPTIONS for flags, keywords in options if "nargs" not in keywords
+          for flag in flags}
+
+
+def _parse_plain(argv: List[str]) -> Optional[SimpleNamespace]:
+    """The namespace argparse makes of a command line of whole option words,
+    each value a word of its own; None for anything else.
+
+    Start-up skips argparse (and the gettext and locale look-ups it makes)
+    for the usual command lines; argparse parses, and reports errors in, the
+    others (attached or abbreviated forms, values starting with ``-``).
+    """
+    ns = SimpleNamespace()
+    args = iter(argv)
+    for arg in args:
+        if arg not in _PLAIN:
+            return None
+        dest, keywords = _PLAIN[arg]
+        action = keywords.get("action")
+        if action == "store_true":
+            setattr(ns, dest, True)
+            continue
+        value = next(args, "-")  # a missing value is argparse's to report
+        if value.startswith("-") or value not in keywords.get("choices", (value,)):
+            return None
+        try:
+            converted = keywords.get("type", str)(value)
+        except ValueError:
+            return None
+        if action == "append":
+            setattr(ns, dest, getattr(ns, dest, []) + [converted])
+        else:
+            setattr(ns, dest, converted)
+    return ns
 
 
 #: argparse destination -> config-file key, for options that map one to one.
@@ -113,7 +185,7 @@ _CLI_KEYS = {
 }
 
 
-def build_config(ns: argparse.Namespace) -> Config:
+def build_config(ns: object) -> Config:
     """Defaults, then the config file, then the command line."""
     config = Config()
     path, explicit = config_path(getattr(ns, "config", None))
@@ -155,18 +227,20 @@ def policy_comment(config: Config) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``qemu-ga-py``."""
-    parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except CliError as exc:
-        message = str(exc)
-        if message.startswith("unrecognized arguments: "):  # getopt's wording, as qemu-ga prints it
-            message = "unrecognized option '" + message.split(": ", 1)[1] + "'"
-        print(f"qemu-ga-py: {message}\nUnknown option, try 'qemu-ga-py --help' for more information.",
-              file=sys.stderr)
-        return 1
+    args = sys.argv[1:] if argv is None else argv
+    ns: object = _parse_plain(args)
+    if ns is None:
+        try:
+            ns = build_parser().parse_args(args)
+        except CliError as exc:
+            message = str(exc)
+            if message.startswith("unrecognized arguments: "):  # getopt's wording, as qemu-ga prints it
+                message = "unrecognized option '" + message.split(": ", 1)[1] + "'"
+            print(f"qemu-ga-py: {message}\nUnknown option, try 'qemu-ga-py --help' for more information.",
+                  file=sys.stderr)
+            return 1
     if getattr(ns, "help", False):
-        parser.print_help()
+        build_parser().print_help()
         return 0
     if getattr(ns, "version", False):
         print(f"QEMU Guest Agent {QEMU_VERSION} (qemu-ga-py {__version__})")

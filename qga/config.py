@@ -8,7 +8,6 @@ group (qemu-ga ignores keys it does not know, so one file serves both).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from qga.errors import InternalError
@@ -28,9 +27,13 @@ class ConfigError(InternalError):
     """Invalid configuration; the message is printed and the agent exits 1."""
 
 
-@dataclass
 class Config:
-    """Every setting, qemu-ga's first, then qemu-ga-py's extensions."""
+    """Every setting, qemu-ga's first, then qemu-ga-py's extensions.
+
+    ``Config(name=value, ...)`` overrides defaults; instances compare by their
+    settings.  A plain class, not a dataclass: the ``dataclasses`` module (with
+    inspect, ast, dis and tokenize) cost the agent's start-up about 5 ms.
+    """
 
     daemon: bool = False
     method: str = "virtio-serial"
@@ -41,11 +44,11 @@ class Config:
     statedir: str = "/var/run"
     verbose: bool = False
     retry_path: bool = False
-    block_rpcs: List[str] = field(default_factory=list)
+    block_rpcs: List[str]
     allow_rpcs: Optional[List[str]] = None
     # --- extensions ---------------------------------------------------------
     #: Command groups disabled as a whole (see qga.command.GROUPS).
-    block_groups: List[str] = field(default_factory=list)
+    block_groups: List[str]
     #: Seconds after which the agent undoes a freeze (counted from the freeze, across restarts); 0 = never.
     fsfreeze_timeout: float = 600.0
     #: Seconds the fsfreeze hook may run before it is killed; 0 = wait forever (qemu-ga).
@@ -57,9 +60,9 @@ class Config:
     #: Default per-command deadline in seconds (freeze/thaw have none).
     command_timeout: float = 60.0
     #: Mount-point globs (``/...``) and filesystem types guest-fsfreeze-freeze leaves alone.
-    fsfreeze_exclude: List[str] = field(default_factory=list)
+    fsfreeze_exclude: List[str]
     #: Interface name globs hidden from guest-network-get-interfaces.
-    interface_exclude: List[str] = field(default_factory=list)
+    interface_exclude: List[str]
     #: guest-file-open refuses to follow a final symlink.
     file_nofollow: bool = False
     #: Caps that turn resource exhaustion into clear errors.
@@ -68,14 +71,41 @@ class Config:
     max_concurrent_execs: int = 128
     #: Register qemu-ga-py's ``x-`` commands (x-guest-exec-kill).
     extension_commands: bool = False
-    pidfile_given: bool = field(default=False, repr=False)
+    pidfile_given: bool = False
     #: Config-file keys set by the file or the command line (``-D`` prints an
     #: extension key only when it was set).
-    keys_set: Set[str] = field(default_factory=set, repr=False)
+    keys_set: Set[str]
+
+    def __init__(self, **settings: Any) -> None:
+        # The mutable defaults, fresh for each instance; the others are class attributes.
+        self.block_rpcs = []
+        self.block_groups = []
+        self.fsfreeze_exclude = []
+        self.interface_exclude = []
+        self.keys_set = set()
+        for name, value in settings.items():
+            if name not in _FIELDS:
+                raise TypeError(f"Config() got an unexpected keyword argument {name!r}")
+            setattr(self, name, value)
+
+    def _values(self) -> "tuple[Any, ...]":
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        return "Config(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS) + ")"
 
     def effective_path(self) -> Optional[str]:
         """``path`` or the method's default (unix/vsock have none)."""
         return self.path or DEFAULT_PATHS.get(self.method)
+
+
+#: The settings' names, in declaration order (the annotated class attributes).
+_FIELDS = tuple(Config.__annotations__)
 
 
 def _as_list(value: str) -> List[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import _socket  # not socket, as in qga.transport.listen
 from typing import Callable, Dict, Optional, Tuple
 
 from qga.errors import InternalError
@@ -32,15 +32,15 @@ def socket_activation() -> Optional[Tuple[str, int]]:
         raise ActivationError("qemu-ga only supports listening on one socket")
     fd = 3
     family = _family(fd)
-    if family == socket.AF_UNIX:
+    if family == _socket.AF_UNIX:
         return "unix-listen", fd
-    if family == getattr(socket, "AF_VSOCK", -1):
+    if family == getattr(_socket, "AF_VSOCK", -1):
         return "vsock-listen", fd
     raise ActivationError("unsupported listen fd type")
 
 
 def _family(fd: int) -> int:
-    sock = socket.socket(fileno=fd)
+    sock = _socket.socket(fileno=fd)
     try:
         return sock.family
     finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
+import _socket  # not socket: building its enums (and importing selectors) costs the start-up 2-3 ms
 from typing import Any, Optional
 
 from qga.codec import Reply
@@ -36,8 +36,8 @@ def parse_vsock_path(path: str) -> "tuple[int, int]":
 class ListenTransport(Transport):
     """Accepts one client at a time on a listening socket."""
 
-    family = socket.AF_UNIX
-    listener: Optional[socket.socket] = None
+    family = _socket.AF_UNIX
+    listener: Optional[_socket.socket] = None
 
     def __init__(self, *args, listen_fd: Optional[int] = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -45,12 +45,12 @@ class ListenTransport(Transport):
         self._watching = False   # the listening socket is in the loop
         self._knocked = False    # it was reported readable while this client is served
 
-    def _bind(self) -> socket.socket:
+    def _bind(self) -> _socket.socket:
         raise NotImplementedError
 
     def open(self) -> None:
         if self._listen_fd is not None:  # systemd socket activation
-            self.listener = socket.socket(fileno=self._listen_fd)
+            self.listener = _socket.socket(fileno=self._listen_fd)
         else:
             self.listener = self._bind()
         self.listener.setblocking(False)
@@ -120,9 +120,9 @@ class ListenTransport(Transport):
             self.listener = None
 
 
-def _listening(family: int, address: Any) -> socket.socket:
+def _listening(family: int, address: Any) -> _socket.socket:
     """A listening stream socket bound to ``address``; nothing left open on failure."""
-    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(family, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.bind(address)
         sock.listen(1)
@@ -135,14 +135,14 @@ def _listening(family: int, address: Any) -> socket.socket:
 class UnixListen(ListenTransport):
     """``-m unix-listen -p PATH``: the socket file is replaced at start and left at exit."""
 
-    def _bind(self) -> socket.socket:
+    def _bind(self) -> _socket.socket:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        return _listening(socket.AF_UNIX, self.path)
+        return _listening(_socket.AF_UNIX, self.path)
 
 
 class VsockListen(ListenTransport):
     """``-m vsock-listen -p CID:PORT``."""
 
-    def _bind(self) -> socket.socket:
-        return _listening(socket.AF_VSOCK, parse_vsock_path(self.path))
+    def _bind(self) -> _socket.socket:
+        return _listening(_socket.AF_VSOCK, parse_vsock_path(self.path))

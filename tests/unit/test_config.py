@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qga import keyfile
-from qga.cli import build_config, build_parser
+from qga.cli import _PLAIN, _parse_plain, build_config, build_parser
 from qga.config import Config, ConfigError, dump, load_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,6 +111,31 @@ def test_version_help_and_rpc_list() -> None:
     names = run_cli("-b", "help").stdout.split()
     assert names[:3] == ["guest-sync-delimited", "guest-sync", "guest-ping"]
 
+
+def _sample(flag: str) -> list:
+    keywords = _PLAIN[flag][1]
+    if keywords.get("action") == "store_true":
+        return [flag]
+    return [flag, "thaw" if "choices" in keywords else "5" if "type" in keywords else "a,b"]
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-m", "unix-listen", "-p", "/s", "-t", "/d"], ["--path", "a", "-p", "b", "-p", ""],
+    ["-b", "a,b", "--block-rpcs", "c", "-b", ",", "-a", "x"],
+    *(_sample(flag) for flag in _PLAIN),
+])
+def test_the_plain_reader_makes_argparses_namespace(argv: list) -> None:
+    """Start-up reads the usual command lines without argparse, to the same effect."""
+    plain = _parse_plain(argv)
+    assert plain is not None and vars(plain) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["-p"], ["-p", "-x"], ["-p", "--"], ["--pa", "x"], ["--path=x"], ["-px"], ["-vd"], ["-F"], ["-F/x"], ["x"],
+    ["--frozen-sigterm", "never"], ["--command-timeout", "soon"], ["--max-file-handles", "1.5"],
+])
+def test_the_plain_reader_leaves_other_forms_and_errors_to_argparse(argv: list) -> None:
+    assert _parse_plain(argv) is None
 
 @pytest.mark.parametrize("how", ["file", "cli"])
 def test_statvfs_timeout_reaches_guest_get_fsinfos_statvfs(how: str, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ The agent answers its first guest-sync without importing the modules of the
 other commands; a command's module is imported when it is first called;
 guest-info and names the index cannot place take every module.  The index that
 maps names to modules is generated from the declarations and must be current.
-The lexer's fast-path regex is compiled after the first reply.
+The lexer's fast-path regex is compiled after the first reply.  Neither
+argparse, dataclasses nor socket is imported on the way to it.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Runs a real agent (qga.cli.main, as ``python3 -m qga`` does) in a fresh
 # interpreter and records which command modules are loaded after each request.
 _SCRIPT = r"""
-import json, os, shutil, signal, socket, sys, tempfile, threading, time
+import _socket, json, os, shutil, signal, sys, tempfile, threading, time  # _socket: see "heavy"
 import qga.cli
 import qga.codec.lexer as lexer
 
@@ -55,18 +56,25 @@ def client():
     try:
         for _ in range(3000):
             try:
-                s = socket.socket(socket.AF_UNIX)
+                s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 s.connect(sock_path)
                 break
             except OSError:
                 s.close()
                 time.sleep(0.01)
-        f = s.makefile("rb")
+        pending = b""
         for name, args in [("guest-sync", {"id": 7}), ("guest-get-host-name", {}),
                            ("guest-no-such-command", {}), ("guest-info", {})]:
             s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-            seen[name] = {"reply": json.loads(f.readline()), "loaded": loaded(), "exact": len(exact),
-                          "logging": "logging" in sys.modules}
+            while b"\n" not in pending:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise EOFError("the agent closed the connection")
+                pending += chunk
+            line, pending = pending.split(b"\n", 1)
+            seen[name] = {"reply": json.loads(line), "loaded": loaded(), "exact": len(exact),
+                          "logging": "logging" in sys.modules,
+                          "heavy": sorted({"argparse", "dataclasses", "gettext", "locale", "socket"} & set(sys.modules))}
     finally:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -93,6 +101,10 @@ def test_first_sync_is_answered_before_any_other_command_module_is_imported() ->
     assert {m for m in first["loaded"] if m.startswith("qga.commands.")} == {"qga.commands._index", "qga.commands.core"}
     assert not {"qga.linux.blockdev", "qga.linux.netif", "qga.linux.mounts"} & set(first["loaded"])
     assert not first["logging"]  # a quiet start writes no record: logging is not even imported
+    # The usual command line is read without argparse (its gettext and locale look-ups),
+    # Config is no dataclass (dataclasses imports inspect, ast, dis and tokenize), and the
+    # listening socket is a _socket one (socket builds enums and imports selectors).
+    assert first["heavy"] == []
 
 
 def test_the_start_path_leaves_out_logging_json_and_the_command_modules() -> None:
