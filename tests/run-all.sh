@@ -55,6 +55,11 @@ else
   echo "== no python3.9 interpreter here: vermin's check above stands in for running under 3.9"
 fi
 
+# The reference tier again with the standard library's base64 instead of pybase64:
+# replies must be byte-identical to qemu-ga's on both codec paths.
+echo "== reference tier with the stdlib base64 fallback (QGA_NO_ACCEL=1)"
+QGA_NO_ACCEL=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/reference
+
 echo "== full suite under $("$VENV/bin/python" --version)"
 set +e
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -ra tests "$@"
