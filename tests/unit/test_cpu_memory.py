@@ -10,6 +10,7 @@ from typing import Set
 
 import pytest
 
+from qga.codec import dumps
 from qga.commands import cpu_memory
 from qga.errors import QgaError
 from qga.linux import procstat, sysfs_cpu, sysfs_memory
@@ -262,6 +263,19 @@ def test_cpustats_column_counts() -> None:
     assert [(s["cpu"], s["irq"], s["softirq"], "steal" in s) for s in six] == [(7, 60, 0, False)]
     # a cpu line with fewer than 4 numbers ends the parse
     assert len(procstat.parse_cpustats("cpu0 1 2 3 4\ncpu1 1 2 3\ncpu2 1 2 3 4\n", 100)) == 1
+
+
+def test_cpustats_reply_is_what_the_writer_makes_of_the_entries(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler writes its reply from templates: the same bytes as the parsed entries'."""
+    texts = [(DATA / "procstat" / "host-stat").read_text(),
+             "cpu 1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4 5\ncpu2 1 2 3 4 5 6\ncpu3 1 2 3 4 5 6 7 8 9 10 11\n"
+             "intr 5\n  cpu7 1 2 3 4 5 6 7\ncpu8 18446744073709551615 2 x 4 5\n"]
+    monkeypatch.setattr(cpu_memory, "PROC_STAT", str(tmp_path / "stat"))
+    for text in texts:
+        (tmp_path / "stat").write_text(text)
+        expected = dumps(procstat.parse_cpustats(text, os.sysconf("SC_CLK_TCK")))
+        assert dumps(cpu_memory.get_cpustats(make_ctx(tmp_path))) == expected
 
 
 def test_cpustats_errors_and_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
