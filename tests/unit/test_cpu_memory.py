@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Set
+from typing import Dict, Set, Tuple
 
 import pytest
 
@@ -108,6 +108,39 @@ def test_read_vcpus_live() -> None:
     assert sysfs_cpu.read_vcpus() == [
         {"logical-id": n, "online": n in online, "can-offline": (root / f"cpu{n}" / "online").exists()}
         for n in ids]
+
+
+def test_read_vcpus_kept_files_read_afresh_and_follow_the_listing(cpu_tree: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under /sys/ the directory and the online files stay open: each call reads them
+    again, drops what is no longer listed and reopens what fails to read."""
+    kept = sysfs_cpu._Kept(cpu_tree)
+    try:
+        def states() -> Dict[int, Tuple[bool, bool]]:
+            return {v["logical-id"]: (v["online"], v["can-offline"])
+                    for v in sysfs_cpu._read_vcpus(cpu_tree, kept)}
+
+        assert states() == {v["logical-id"]: (v["online"], v["can-offline"])
+                            for v in sysfs_cpu.read_vcpus(cpu_tree)}
+        assert states()[2] == (False, True) and set(kept.online) == {1, 2, 3}
+        Path(cpu_tree, "cpu2", "online").write_text("1\n")  # the same file, new contents
+        assert states()[2] == (True, True)
+        shutil.rmtree(Path(cpu_tree, "cpu3"))
+        assert 3 not in states() and set(kept.online) == {1, 2}
+        os.close(kept.online[2])  # a descriptor that no longer reads, as a removed cpu's
+        kept.online[2] = os.open(cpu_tree, os.O_RDONLY)  # (EISDIR where sysfs says ENODEV)
+        open_fds = len(os.listdir("/proc/self/fd"))
+        assert states()[2] == (True, True)
+        assert len(os.listdir("/proc/self/fd")) == open_fds  # the failed one was closed
+        assert os.path.samestat(os.fstat(kept.online[2]), os.stat(Path(cpu_tree, "cpu2", "online")))
+        monkeypatch.setattr(sysfs_cpu, "KEEP_ONLINE", 0)
+        for logical_id in list(kept.online):
+            kept.drop(logical_id)
+        assert states()[2] == (True, True) and not kept.online
+    finally:
+        for logical_id in list(kept.online):
+            kept.drop(logical_id)
+        os.close(kept.fd)
 
 
 def test_set_vcpus(cpu_tree: str) -> None:
