@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple, Union
 
 try:  # the json package's own C function: importing the package costs the start-up a ms
     from _json import encode_basestring_ascii as _escape
@@ -137,6 +137,11 @@ class JsonText(str):
     """
 
     __slots__ = ()
+
+    @classmethod
+    def array(cls, items: Iterable[str]) -> "JsonText":
+        """The array of ``items``, each a value's JSON text."""
+        return cls("[" + ", ".join(items) + "]")
 
 
 class _Shape(NamedTuple):

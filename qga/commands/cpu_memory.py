@@ -59,13 +59,22 @@ def memory_error(exc: MemoryFailure) -> QgaError:
     return QgaError(f'{exc.step} sysfs file "{exc.name}": {strerror(exc.errno)}')
 
 
+#: A GuestLogicalProcessor as read (every member set): its template, and the
+#: getter of its values from (logical-id, online, can-offline).
+_VCPU_TEMPLATE, _VCPU_POSITIONS = object_template(("logical-id", "online", "can-offline"))
+_vcpu_values = operator.itemgetter(*_VCPU_POSITIONS)
+_BOOL = {True: "true", False: "false"}
+
+
 @command("guest-get-vcpus", order=23, group="info", inline=True, available=on_linux)
-def get_vcpus(ctx: Context) -> List[Dict[str, Any]]:
+def get_vcpus(ctx: Context) -> JsonText:
     """Every ``cpuN`` of sysfs, in directory order."""
     try:
-        return sysfs_cpu.read_vcpus(SYSFS_CPU)
+        vcpus = sysfs_cpu.read_vcpus(SYSFS_CPU)
     except (StepError, sysfs_cpu.CannotOffline) as exc:
         raise vcpu_error(exc) from None
+    return JsonText.array([_VCPU_TEMPLATE % _vcpu_values((v["logical-id"], _BOOL[v["online"]], _BOOL[v["can-offline"]]))
+                           for v in vcpus])
 
 
 @command("guest-set-vcpus", order=24, group="system-control", args={"vcpus": [GuestLogicalProcessor]},
@@ -126,4 +135,4 @@ def get_cpustats(ctx: Context) -> JsonText:
     for row in rows:
         template, values = _cpustats_format(len(row))
         objects.append(template % values(['"linux"', *row]))
-    return JsonText("[" + ", ".join(objects) + "]")
+    return JsonText.array(objects)

@@ -103,7 +103,7 @@ def get_diskstats(ctx: Context) -> Union[JsonText, List[Dict[str, Any]]]:
     for fields in lines:
         template, values = _diskstats_format(len(fields))
         objects.append(template % values(fields))
-    return JsonText("[" + ", ".join(objects) + "]")
+    return JsonText.array(objects)
 
 
 #: Field index of the GuestDiskStatsInfo members other than stats.

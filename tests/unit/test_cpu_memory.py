@@ -49,6 +49,12 @@ def test_read_vcpus_capture(cpu_tree: str) -> None:
     assert list(vcpus[1]) == ["logical-id", "online", "can-offline"]
 
 
+def test_vcpus_reply_is_what_the_writer_makes_of_the_entries(tmp_path: Path, cpu_tree: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", cpu_tree)
+    assert dumps(cpu_memory.get_vcpus(make_ctx(tmp_path))) == dumps(sysfs_cpu.read_vcpus(cpu_tree))
+
+
 def test_read_vcpus_directory_order(cpu_tree: str) -> None:
     expected = [int(n[3:]) for n in os.listdir(cpu_tree) if n[3:].isdigit() and n.startswith("cpu")]
     assert [v["logical-id"] for v in sysfs_cpu.read_vcpus(cpu_tree)] == expected
