@@ -59,13 +59,9 @@ def cpustats_rows(text: str, clk_tck: int) -> List[List[int]]:
     """
     rows: List[List[int]] = []
     for line in _cpu_lines(text).splitlines():
-        # sscanf("%s") skips leading blanks.  Other lines are never split:
-        # "intr" alone holds hundreds of numbers.
-        line = line.lstrip()
-        if not line.startswith("cpu"):
-            continue
-        tokens = line.split(None, 11)
-        if tokens[0] == "cpu":
+        tokens = line.split(None, 11)  # blanks first are skipped, as by sscanf("%s")
+        name = tokens[0] if tokens else ""
+        if not name.startswith("cpu") or name == "cpu":
             continue
         try:  # all numbers (always so on Linux) in one go
             ticks = list(map(int, tokens[1:11]))
@@ -73,8 +69,8 @@ def cpustats_rows(text: str, clk_tck: int) -> List[List[int]]:
             ticks = _ticks(tokens[1:11])
         if len(ticks) < 4:
             break
-        row = [_atoi(tokens[0][3:])]
-        row += [(t % _ULONG * 1000) % _ULONG // clk_tck for t in ticks]
+        # (t mod 2**64) * 1000 mod 2**64 is t * 1000 mod 2**64.
+        row = [_atoi(name[3:]), *[t * 1000 % _ULONG // clk_tck for t in ticks]]
         if len(ticks) == 6:
             row.append(0)  # irq without softirq: qemu-ga reads an unset value; use 0
         rows.append(row)
