@@ -120,19 +120,26 @@ _ADDR_ATTRS = frozenset((IFA_ADDRESS, IFA_LOCAL, IFA_LABEL))
 
 
 def _attributes(buf: bytes, pos: int, end: int, wanted: FrozenSet[int]) -> Dict[int, bytes]:
-    """type -> payload of the ``wanted`` rtattrs between ``pos`` and ``end`` (the last one of a type).
+    """type -> payload of the ``wanted`` rtattrs between ``pos`` and ``end``.
 
-    A link carries some forty attributes and two are wanted: only those are copied out.
+    A link carries some forty attributes and three are wanted: only those
+    are copied out, and the walk ends once all are found (the kernel sends
+    each attribute of a message once; IFLA_STATS64 comes three quarters in).
     """
     found: Dict[int, bytes] = {}
     unpack = _RTATTR.unpack_from
+    left = len(wanted)
     while pos + 4 <= end:
         length, kind = unpack(buf, pos)
         if length < 4:
             break
         kind &= 0x3FFF
         if kind in wanted:
+            if kind not in found:
+                left -= 1
             found[kind] = buf[pos + 4:pos + length]
+            if not left:
+                break
         pos += (length + 3) & ~3
     return found
 
