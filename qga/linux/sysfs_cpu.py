@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from qga.errors import InternalError
 from qga.linux.sysfs import StepError, open_dir
@@ -93,6 +93,10 @@ class _Kept:
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         #: logical id -> descriptor of its cpuN/online; at most KEEP_ONLINE.
         self.online: Dict[int, int] = {}
+        #: Logical ids whose cpuN had no online file when last read (typically 0):
+        #: they are asked with access(), which fails without an exception.
+        #: Only a hint of which call to make; bounded by the cpus there can be.
+        self.absent: Set[int] = set()
         #: Held across one listing (a listing rewinds the directory descriptor).
         self.lock = threading.Lock()
 
@@ -153,6 +157,12 @@ def _read_vcpus(sysfs_cpu: str, kept: Optional[_Kept]) -> List[Dict[str, Any]]:
                     continue
                 except StepError:  # its cpu went away: a fresh open tells what is there now
                     kept.drop(logical_id)
+            if kept is not None and logical_id in kept.absent and name == f"cpu{logical_id}":
+                # In sysfs only a missing file fails F_OK (no permission applies).
+                if not os.access(f"cpu{logical_id}/online", os.F_OK, dir_fd=cpu_fd):
+                    vcpu["can-offline"] = False
+                    continue
+                kept.absent.discard(logical_id)
             # One open below the listed directory where qemu-ga opens cpuN/, then online in it.
             try:
                 fd = os.open(f"cpu{logical_id}/online", os.O_RDONLY | os.O_CLOEXEC, dir_fd=cpu_fd)
@@ -162,6 +172,8 @@ def _read_vcpus(sysfs_cpu: str, kept: Optional[_Kept]) -> List[Dict[str, Any]]:
                     # Had it gone since (CPU unplug), qemu-ga could answer the same:
                     # its openat() of "online" in the opened directory fails alike.
                     vcpu["can-offline"] = False
+                    if kept is not None:
+                        kept.absent.add(logical_id)
                 else:  # qemu-ga's two steps tell which failed, and how
                     _transfer(sysfs_cpu, vcpu, read=True)
                 continue

@@ -129,10 +129,13 @@ def test_read_vcpus_kept_files_read_afresh_and_follow_the_listing(cpu_tree: str,
         assert states() == {v["logical-id"]: (v["online"], v["can-offline"])
                             for v in sysfs_cpu.read_vcpus(cpu_tree)}
         assert states()[2] == (False, True) and set(kept.online) == {1, 2, 3}
+        assert states()[0] == (True, False) and kept.absent == {0}  # cpu0 has no online file
+        Path(cpu_tree, "cpu0", "online").write_text("0\n")  # now it has one
+        assert states()[0] == (False, True) and not kept.absent and 0 in kept.online
         Path(cpu_tree, "cpu2", "online").write_text("1\n")  # the same file, new contents
         assert states()[2] == (True, True)
         shutil.rmtree(Path(cpu_tree, "cpu3"))
-        assert 3 not in states() and set(kept.online) == {1, 2}
+        assert 3 not in states() and set(kept.online) == {0, 1, 2}
         os.close(kept.online[2])  # a descriptor that no longer reads, as a removed cpu's
         kept.online[2] = os.open(cpu_tree, os.O_RDONLY)  # (EISDIR where sysfs says ENODEV)
         open_fds = len(os.listdir("/proc/self/fd"))
