@@ -16,7 +16,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from qga.context import AUDIT_SCOPE, Context, audit_log
 from qga.errors import QgaError
-from qga.codec import JsonParseError, Reply, dump_pieces, dumps
+from qga.codec import JsonParseError, JsonText, Reply, dump_pieces, dumps
 from qga.codec.qdict import member_order
 from qga.command import COMMAND_TIMEOUT, Command
 from qga.worker import Worker
@@ -32,7 +32,8 @@ def _encode_return(result: Any, rid: Any) -> Reply:
     """``{"return": RESULT[, "id": ID]}`` + newline, as :func:`dumps` writes it.
 
     QDict order puts "return" before "id"; the common shapes (no result, an
-    empty list such as nobody logged in, an integer id) skip the general writer.
+    empty list such as nobody logged in, a result written by its handler, an
+    integer id) skip the general writer.
     """
     if result is None:
         value = b"{}"
@@ -40,6 +41,8 @@ def _encode_return(result: Any, rid: Any) -> Reply:
         value = b"[]"
     elif type(result) is int:
         value = int.__repr__(result).encode()
+    elif type(result) is JsonText:
+        value = result.encode("ascii")
     else:  # one pass of the writer; a big result (file data) stays a piece of its own
         if rid is _NO_ID:
             return dump_pieces(result, '{"return": ', "}\n")

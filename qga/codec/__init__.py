@@ -10,7 +10,7 @@
 from qga.codec.lexer import JsonParseError, JsonStreamParser
 from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
-from qga.codec.writer import Base64Pieces, Encoded, Reply, base64_text, dump_pieces, dumps
+from qga.codec.writer import Base64Pieces, Encoded, JsonText, Reply, base64_text, dump_pieces, dumps, object_template
 
-__all__ = ["Base64Pieces", "Encoded", "JsonParseError", "JsonStreamParser", "OutOfRangeNumber", "Reply", "base64_text",
-           "dump_pieces", "dumps", "member_order"]
+__all__ = ["Base64Pieces", "Encoded", "JsonParseError", "JsonStreamParser", "JsonText", "OutOfRangeNumber", "Reply",
+           "base64_text", "dump_pieces", "dumps", "member_order", "object_template"]

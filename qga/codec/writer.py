@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple, Union
 
 try:  # the json package's own C function: importing the package costs the start-up a ms
     from _json import encode_basestring_ascii as _escape
@@ -32,7 +32,8 @@ from qga.codec.qdict import member_order
 from qga.codec.tokens import OutOfRangeNumber
 from qga.codec.utf8 import qemu_lossy_decode, valid_codepoint
 
-__all__ = ["Base64Pieces", "Encoded", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps"]
+__all__ = ["Base64Pieces", "Encoded", "JsonText", "OutOfRangeNumber", "Reply", "base64_text", "dump_pieces", "dumps",
+           "object_template"]
 
 #: A serialised reply: bytes, or pieces whose concatenation it is (see :func:`dump_pieces`).
 Reply = Union[bytes, Sequence[bytes]]
@@ -127,6 +128,22 @@ class Encoded(Dict[str, Any]):
         self.text = dumps(members)[:-1].decode("ascii")
 
 
+class JsonText(str):
+    """A value given as its JSON text (ASCII, as QEMU writes it), copied into the reply as is.
+
+    For counters read afresh at every call (/proc/stat, /proc/diskstats): the
+    handler fills :func:`object_template` templates from the numbers it parsed,
+    which skips building one dict per line and writing it back.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def array(cls, items: Iterable[str]) -> "JsonText":
+        """The array of ``items``, each a value's JSON text."""
+        return cls("[" + ", ".join(items) + "]")
+
+
 class _Shape(NamedTuple):
     """How objects with one sequence of keys are written."""
 
@@ -166,6 +183,17 @@ def _shape(keys: Tuple[str, ...]) -> _Shape:
     return shape
 
 
+def object_template(keys: Tuple[str, ...]) -> Tuple[str, Tuple[int, ...]]:
+    """``{"key": %s, ...}`` for objects with ``keys`` (insertion order), and which key each ``%s`` is.
+
+    The keys go in QDict order, as :func:`dumps` writes such an object; the
+    second item gives, for each ``%s`` in turn, the key's index in ``keys``.
+    Each ``%s`` takes a value's JSON text (an int as is).
+    """
+    shape = _SHAPES.get(keys) or _shape(keys)
+    return shape.template, tuple(keys.index(k) for k in shape.order)
+
+
 def _write(obj: Any, out: list[Any]) -> None:
     if type(obj) is bytes:
         # Text handed over as bytes (base64): it must need no escaping, which
@@ -180,6 +208,9 @@ def _write(obj: Any, out: list[Any]) -> None:
         out.extend(obj)
         out.append(b'"')
     elif isinstance(obj, str):
+        if type(obj) is JsonText:
+            out.append(obj)
+            return
         if len(obj) > _BIG and obj.isascii():
             # Big replies are base64: encoding an ASCII str is a memcpy and
             # a translate() scan proves nothing needs escaping.  The bytes

@@ -1,7 +1,11 @@
 """vCPUs, memory blocks and CPU statistics (Linux sysfs / procfs)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Union
+import functools
+import operator
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+
+from qga.codec import JsonText, object_template
 
 from qga.commands.failures import could_not_open
 from qga.context import Context
@@ -55,13 +59,22 @@ def memory_error(exc: MemoryFailure) -> QgaError:
     return QgaError(f'{exc.step} sysfs file "{exc.name}": {strerror(exc.errno)}')
 
 
+#: A GuestLogicalProcessor as read (every member set): its template, and the
+#: getter of its values from (logical-id, online, can-offline).
+_VCPU_TEMPLATE, _VCPU_POSITIONS = object_template(("logical-id", "online", "can-offline"))
+_vcpu_values = operator.itemgetter(*_VCPU_POSITIONS)
+_BOOL = {True: "true", False: "false"}
+
+
 @command("guest-get-vcpus", order=23, group="info", inline=True, available=on_linux)
-def get_vcpus(ctx: Context) -> List[Dict[str, Any]]:
+def get_vcpus(ctx: Context) -> JsonText:
     """Every ``cpuN`` of sysfs, in directory order."""
     try:
-        return sysfs_cpu.read_vcpus(SYSFS_CPU)
+        vcpus = sysfs_cpu.read_vcpus(SYSFS_CPU)
     except (StepError, sysfs_cpu.CannotOffline) as exc:
         raise vcpu_error(exc) from None
+    return JsonText.array([_VCPU_TEMPLATE % _vcpu_values((v["logical-id"], _BOOL[v["online"]], _BOOL[v["can-offline"]]))
+                           for v in vcpus])
 
 
 @command("guest-set-vcpus", order=24, group="system-control", args={"vcpus": [GuestLogicalProcessor]},
@@ -103,10 +116,23 @@ def get_memory_block_info(ctx: Context) -> Dict[str, int]:
         raise memory_error(exc) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _cpustats_format(columns: int) -> Tuple[str, Callable[[Sequence[Any]], Tuple[Any, ...]]]:
+    """The template of a GuestCpuStats with ``columns`` values after ``type``, and
+    the getter of its values from ``[type's JSON text, *row]``."""
+    template, positions = object_template(procstat.MEMBERS[:columns + 1])
+    return template, operator.itemgetter(*positions)
+
+
 @command("guest-get-cpustats", order=42, group="info", inline=True, available=on_linux)
-def get_cpustats(ctx: Context) -> List[Dict[str, Any]]:
+def get_cpustats(ctx: Context) -> JsonText:
     """Per-CPU times in milliseconds from /proc/stat."""
     try:
-        return procstat.read_cpustats(PROC_STAT)
+        rows = procstat.read_cpustats(PROC_STAT)
     except OSError as exc:
         raise could_not_open(PROC_STAT, exc) from None
+    objects = []
+    for row in rows:
+        template, values = _cpustats_format(len(row))
+        objects.append(template % values(['"linux"', *row]))
+    return JsonText.array(objects)

@@ -8,9 +8,12 @@ agent (see :mod:`qga.fsstat`).
 """
 from __future__ import annotations
 
+import functools
+import operator
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from qga.codec import JsonText, object_template
 from qga.commands.failures import could_not_open
 from qga.context import Context
 from qga.errors import QgaError, strerror
@@ -86,9 +89,42 @@ def get_disks(ctx: Context) -> List[Dict[str, Any]]:
 # Inline: one procfs read that never waits on a device; the worker handoff
 # would cost more than the read itself.
 @command("guest-get-diskstats", order=41, group="info", inline=True, available=on_linux)
-def get_diskstats(ctx: Context) -> List[Dict[str, Any]]:
+def get_diskstats(ctx: Context) -> Union[JsonText, List[Dict[str, Any]]]:
     """Every /proc/diskstats line."""
     try:
-        return diskstats.read_diskstats(DISKSTATS)
+        text = diskstats.read_text(DISKSTATS)
     except OSError as exc:
         raise could_not_open(DISKSTATS, exc) from None
+    lines = diskstats.plain_lines(text)
+    if lines is None:
+        return diskstats.parse_diskstats(text)
+    # Written from the fields' text: one template per field count.
+    objects = []
+    for fields in lines:
+        template, values = _diskstats_format(len(fields))
+        objects.append(template % values(fields))
+    return JsonText.array(objects)
+
+
+#: Field index of the GuestDiskStatsInfo members other than stats.
+_FIELD = {"major": 0, "minor": 1, "name": 2}
+
+
+@functools.lru_cache(maxsize=None)
+def _diskstats_format(n: int) -> Tuple[str, Callable[[Sequence[str]], Tuple[str, ...]]]:
+    """The template of a GuestDiskStatsInfo from a plain line of ``n`` fields
+    (see :func:`diskstats.plain_lines`), and the getter of its values from the fields."""
+    names, indices = diskstats.counters(n)
+    stats, stats_positions = object_template(names) if names else ("{}", ())
+    keys = ("name", "major", "minor", "stats")
+    template, positions = object_template(keys)
+    slots: List[str] = []
+    picks: List[int] = []
+    for key in (keys[p] for p in positions):
+        if key == "stats":
+            slots.append(stats)
+            picks.extend(indices[p] for p in stats_positions)
+        else:
+            slots.append('"%s"' if key == "name" else "%s")  # a plain name needs no escaping
+            picks.append(_FIELD[key])
+    return template % tuple(slots), operator.itemgetter(*picks)

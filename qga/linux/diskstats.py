@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from qga.linux.sysfs import read_proc
 
@@ -32,6 +33,8 @@ SCHEMA_ORDER = (
     "discard-sectors", "discard-ios", "discard-merges", "flush-ios", "read-ticks",
     "write-ticks", "discard-ticks", "flush-ticks", "ios-pgr", "total-ticks", "weight-ticks")
 _RANK = {name: i for i, name in enumerate(SCHEMA_ORDER)}
+#: A number with a leading zero (or a name starting "0" and a digit: only a false alarm).
+_LEADING_ZERO = re.compile(" 0[0-9]")
 
 
 def _numeric_prefix(fields: List[str]) -> int:
@@ -45,9 +48,9 @@ def _numeric_prefix(fields: List[str]) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _picks(n: int) -> Tuple[Tuple[str, ...], Callable[[Sequence[int]], Tuple[int, ...]]]:
+def counters(n: int) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
     """For a line of ``n`` fields: the members present, schema-ordered, and the
-    getter of their values from the numbers after the name (field 3 on)."""
+    index of each one's field (major, minor and name are fields 0 to 2)."""
     picks: List[Tuple[int, str]] = []
     if n == 7:
         picks.extend(_LEGACY)
@@ -58,9 +61,16 @@ def _picks(n: int) -> Tuple[Tuple[str, ...], Callable[[Sequence[int]], Tuple[int
     if n >= 20:
         picks.extend(_FLUSH)
     picks.sort(key=lambda p: _RANK[p[1]])
-    if not picks:  # 8 to 13 fields: no counters (itemgetter needs an index)
-        return (), lambda nums: ()
-    return tuple(name for _, name in picks), operator.itemgetter(*(i - 3 for i, _ in picks))
+    return tuple(name for _, name in picks), tuple(i for i, _ in picks)
+
+
+@functools.lru_cache(maxsize=None)
+def _values(n: int) -> Callable[[Sequence[int]], Tuple[int, ...]]:
+    """The getter of a line's counters (:func:`counters` order) from its numbers after the name."""
+    indices = counters(n)[1]
+    if not indices:  # 8 to 13 fields: no counters (itemgetter needs an index)
+        return lambda nums: ()
+    return operator.itemgetter(*(i - 3 for i in indices))
 
 
 def parse_diskstats(text: str) -> List[Dict[str, Any]]:
@@ -80,12 +90,41 @@ def parse_diskstats(text: str) -> List[Dict[str, Any]]:
             if n < 7:
                 continue
             nums = [int(x) for x in fields[3:n]]
-        names, values = _picks(n)
         result.append({"name": fields[2], "major": int(fields[0]), "minor": int(fields[1]),
-                       "stats": dict(zip(names, values(nums)))})
+                       "stats": dict(zip(counters(n)[0], _values(n)(nums)))})
     return result
+
+
+def plain_lines(text: str) -> Optional[List[List[str]]]:
+    """The fields of the lines :func:`parse_diskstats` takes (up to 20 each), when
+    their numbers are as it would print them and the text is printable ASCII
+    without quotes or backslashes; None otherwise.
+
+    "As printed" means decimal digits without a leading zero: on such a line
+    each field's text is the value's, so a reply can be written from the
+    text without converting the numbers.
+    """
+    flat = text.replace("\n", " ")
+    if not (flat.isascii() and flat.isprintable()) or '"' in flat or "\\" in flat \
+            or flat.startswith("0") or _LEADING_ZERO.search(flat):
+        return None
+    lines: List[List[str]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 7:
+            continue
+        del fields[20:]
+        if not (fields[0] + fields[1] + "".join(fields[3:])).isdigit():
+            return None
+        lines.append(fields)
+    return lines
+
+
+def read_text(path: str = DEFAULT_PATH) -> str:
+    """The file's text; OSError when it cannot be read."""
+    return read_proc(path).decode("utf-8", "surrogateescape")
 
 
 def read_diskstats(path: str = DEFAULT_PATH) -> List[Dict[str, Any]]:
     """Parse the file; OSError when it cannot be read."""
-    return parse_diskstats(read_proc(path).decode("utf-8", "surrogateescape"))
+    return parse_diskstats(read_text(path))

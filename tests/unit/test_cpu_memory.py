@@ -6,10 +6,11 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Set
+from typing import Dict, Set, Tuple
 
 import pytest
 
+from qga.codec import dumps
 from qga.commands import cpu_memory
 from qga.errors import QgaError
 from qga.linux import procstat, sysfs_cpu, sysfs_memory
@@ -46,6 +47,12 @@ def test_read_vcpus_capture(cpu_tree: str) -> None:
     assert vcpus[0] == {"logical-id": 0, "online": True, "can-offline": False}  # no online file
     assert vcpus[2] == {"logical-id": 2, "online": False, "can-offline": True}
     assert list(vcpus[1]) == ["logical-id", "online", "can-offline"]
+
+
+def test_vcpus_reply_is_what_the_writer_makes_of_the_entries(tmp_path: Path, cpu_tree: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_memory, "SYSFS_CPU", cpu_tree)
+    assert dumps(cpu_memory.get_vcpus(make_ctx(tmp_path))) == dumps(sysfs_cpu.read_vcpus(cpu_tree))
 
 
 def test_read_vcpus_directory_order(cpu_tree: str) -> None:
@@ -107,6 +114,42 @@ def test_read_vcpus_live() -> None:
     assert sysfs_cpu.read_vcpus() == [
         {"logical-id": n, "online": n in online, "can-offline": (root / f"cpu{n}" / "online").exists()}
         for n in ids]
+
+
+def test_read_vcpus_kept_files_read_afresh_and_follow_the_listing(cpu_tree: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under /sys/ the directory and the online files stay open: each call reads them
+    again, drops what is no longer listed and reopens what fails to read."""
+    kept = sysfs_cpu._Kept(cpu_tree)
+    try:
+        def states() -> Dict[int, Tuple[bool, bool]]:
+            return {v["logical-id"]: (v["online"], v["can-offline"])
+                    for v in sysfs_cpu._read_vcpus(cpu_tree, kept)}
+
+        assert states() == {v["logical-id"]: (v["online"], v["can-offline"])
+                            for v in sysfs_cpu.read_vcpus(cpu_tree)}
+        assert states()[2] == (False, True) and set(kept.online) == {1, 2, 3}
+        assert states()[0] == (True, False) and kept.absent == {0}  # cpu0 has no online file
+        Path(cpu_tree, "cpu0", "online").write_text("0\n")  # now it has one
+        assert states()[0] == (False, True) and not kept.absent and 0 in kept.online
+        Path(cpu_tree, "cpu2", "online").write_text("1\n")  # the same file, new contents
+        assert states()[2] == (True, True)
+        shutil.rmtree(Path(cpu_tree, "cpu3"))
+        assert 3 not in states() and set(kept.online) == {0, 1, 2}
+        os.close(kept.online[2])  # a descriptor that no longer reads, as a removed cpu's
+        kept.online[2] = os.open(cpu_tree, os.O_RDONLY)  # (EISDIR where sysfs says ENODEV)
+        open_fds = len(os.listdir("/proc/self/fd"))
+        assert states()[2] == (True, True)
+        assert len(os.listdir("/proc/self/fd")) == open_fds  # the failed one was closed
+        assert os.path.samestat(os.fstat(kept.online[2]), os.stat(Path(cpu_tree, "cpu2", "online")))
+        monkeypatch.setattr(sysfs_cpu, "KEEP_ONLINE", 0)
+        for logical_id in list(kept.online):
+            kept.drop(logical_id)
+        assert states()[2] == (True, True) and not kept.online
+    finally:
+        for logical_id in list(kept.online):
+            kept.drop(logical_id)
+        os.close(kept.fd)
 
 
 def test_set_vcpus(cpu_tree: str) -> None:
@@ -262,6 +305,19 @@ def test_cpustats_column_counts() -> None:
     assert [(s["cpu"], s["irq"], s["softirq"], "steal" in s) for s in six] == [(7, 60, 0, False)]
     # a cpu line with fewer than 4 numbers ends the parse
     assert len(procstat.parse_cpustats("cpu0 1 2 3 4\ncpu1 1 2 3\ncpu2 1 2 3 4\n", 100)) == 1
+
+
+def test_cpustats_reply_is_what_the_writer_makes_of_the_entries(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler writes its reply from templates: the same bytes as the parsed entries'."""
+    texts = [(DATA / "procstat" / "host-stat").read_text(),
+             "cpu 1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4 5\ncpu2 1 2 3 4 5 6\ncpu3 1 2 3 4 5 6 7 8 9 10 11\n"
+             "intr 5\n  cpu7 1 2 3 4 5 6 7\ncpu8 18446744073709551615 2 x 4 5\n"]
+    monkeypatch.setattr(cpu_memory, "PROC_STAT", str(tmp_path / "stat"))
+    for text in texts:
+        (tmp_path / "stat").write_text(text)
+        expected = dumps(procstat.parse_cpustats(text, os.sysconf("SC_CLK_TCK")))
+        assert dumps(cpu_memory.get_cpustats(make_ctx(tmp_path))) == expected
 
 
 def test_cpustats_errors_and_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

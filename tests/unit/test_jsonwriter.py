@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from qga.codec import Encoded, OutOfRangeNumber, dumps
+from qga.codec import Encoded, JsonText, OutOfRangeNumber, dumps, object_template
 from qga.codec.qdict import member_order
 
 
@@ -61,6 +61,16 @@ def test_an_encoded_object_is_written_as_it_was_encoded() -> None:
     assert dumps([obj, {"k": obj}]) == b"[" + dumps(members)[:-1] + b', {"k": ' + dumps(members)[:-1] + b"}]\n"
     obj.text = '{"stale": true}'  # the text made at creation is what is written, not the members
     assert dumps(obj) == b'{"stale": true}\n'
+
+
+def test_json_text_is_copied_and_object_templates_write_as_dumps() -> None:
+    assert dumps([JsonText('{"b": 1}'), "x"]) == b'[{"b": 1}, "x"]\n'
+    keys = ("type", "cpu", "user", "nice", "system")
+    template, positions = object_template(keys)
+    values = ['"linux"', 3, 10, 20, 30]
+    assert template % tuple(values[i] for i in positions) + "\n" == \
+        dumps({"type": "linux", "cpu": 3, "user": 10, "nice": 20, "system": 30}).decode()
+    assert tuple(keys[i] for i in positions) == member_order(keys)
 
 
 @pytest.mark.parametrize("value,text", [

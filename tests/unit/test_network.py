@@ -40,6 +40,26 @@ def test_parse_link_message() -> None:
     assert netif._parse_link(msg, 16, len(msg)).hwaddr is None  # no hardware address at all
 
 
+def test_parse_link_through_a_plan_only_where_the_layout_is_the_same() -> None:
+    """A walk is replayed for a message of the same extent only if every header it visited is the same."""
+    head = struct.pack("=BxHiII", 0, 1, 7, 0, 0)
+    mtu = rtattr(4, struct.pack("=I", 1500))
+    first = nlmsg(netif.RTM_NEWLINK, 1, head + rtattr(netif.IFLA_IFNAME, b"eth7\0") + mtu
+                  + rtattr(netif.IFLA_ADDRESS, b"\x02\x00\x00\xAA\xBB\xCC"))
+    same_layout = nlmsg(netif.RTM_NEWLINK, 1, head + rtattr(netif.IFLA_IFNAME, b"eth8\0") + mtu
+                        + rtattr(netif.IFLA_ADDRESS, b"\x02\x00\x00\xAA\xBB\xDD"))
+    reordered = nlmsg(netif.RTM_NEWLINK, 1, head + mtu + rtattr(netif.IFLA_IFNAME, b"eth9\0")
+                      + rtattr(netif.IFLA_ADDRESS, b"\x02\x00\x00\xAA\xBB\xEE"))
+    longer_name = nlmsg(netif.RTM_NEWLINK, 1, head + rtattr(netif.IFLA_IFNAME, b"eth10\0")
+                        + rtattr(netif.IFLA_ADDRESS, b"\x02\x00\x00\xAA\xBB\xFF") + b"\0" * 8)
+    assert len({len(first), len(same_layout), len(reordered), len(longer_name)}) == 1
+    netif._PLANS.clear()
+    for msg, name, mac in [(first, "eth7", 0xCC), (same_layout, "eth8", 0xDD), (reordered, "eth9", 0xEE),
+                           (longer_name, "eth10", 0xFF), (first, "eth7", 0xCC)]:
+        link = netif._parse_link(msg, 16, len(msg))
+        assert (link.name, link.hwaddr) == (name, b"\x02\x00\x00\xAA\xBB" + bytes([mac]))
+
+
 def test_link_counters_are_those_of_proc_net_dev() -> None:
     # rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors,
     # rx_dropped, tx_dropped, multicast, collisions, 5 detailed rx errors, rx_missed_errors, ...

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+from qga.codec import dumps
 from qga.commands import storage
 from qga.errors import QgaError
 from qga import fsstat
@@ -254,6 +255,28 @@ def test_diskstats_field_counts() -> None:
     for e in got:
         assert list(e) == ["name", "major", "minor", "stats"]
         assert list(e["stats"]) == [k for k in diskstats.SCHEMA_ORDER if k in e["stats"]]
+
+
+@pytest.mark.parametrize("edit", [
+    None, ("sda1", "sd\\a\"1"), ("sda1", "sd\u00e91"), ("sda1", "sd\x011"), (" 21 ", " 021 "),
+    (" 21 ", " +21 "), (" 21 ", " 2x1 "), ("vda", "07vda"),
+])
+def test_diskstats_reply_is_what_the_writer_makes_of_the_entries(
+        tmp_path: Path, ctx: Any, monkeypatch: pytest.MonkeyPatch, edit: Optional[Tuple[str, str]]) -> None:
+    """Plain lines are written from their text, the others through the entries:
+    the same bytes either way (quotes, non-ASCII, control characters, leading zeros, signs)."""
+    text = (DATA / "diskstats/mixed-formats").read_text()
+    if edit is not None:
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1], 1)
+    (tmp_path / "diskstats").write_text(text)
+    monkeypatch.setattr(storage, "DISKSTATS", str(tmp_path / "diskstats"))
+    assert (diskstats.plain_lines(text) is not None) == (edit is None)
+    assert dumps(storage.get_diskstats(ctx)) == dumps(diskstats.parse_diskstats(text))
+    host = (DATA / "diskstats/host-diskstats").read_text()
+    assert diskstats.plain_lines(host) is not None
+    monkeypatch.setattr(storage, "DISKSTATS", str(DATA / "diskstats/host-diskstats"))
+    assert dumps(storage.get_diskstats(ctx)) == dumps(diskstats.parse_diskstats(host))
 
 
 def test_diskstats_host_capture_and_live() -> None:
