@@ -323,3 +323,73 @@ def test_buffer_of_a_big_message_is_kept_then_released() -> None:
     p.release_memory()
     assert len(p._buf) < len(big)
     assert p.feed(b'{"id":1}') == [{"id": 1}]
+
+
+def _counting_fast_decode(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every message the fast path decodes."""
+    from qga.codec import lexer
+
+    seen: list[bytes] = []
+    real = lexer.fast_decode
+
+    def counting(raw: Any) -> Any:
+        seen.append(bytes(raw))
+        return real(raw)
+
+    monkeypatch.setattr(lexer, "fast_decode", counting)
+    return seen
+
+
+@pytest.mark.parametrize("text", [
+    b'{"execute":"guest-get-fsinfo"}\n',
+    b'{"execute": "guest-exec-status", "arguments": {"pid": 4242}}\r\n',
+])
+def test_a_polled_request_is_parsed_once_and_each_value_is_its_own(
+        monkeypatch: pytest.MonkeyPatch, text: bytes) -> None:
+    seen = _counting_fast_decode(monkeypatch)
+    p = JsonStreamParser()
+    first = p.feed(text)
+    first[0]["execute"] = "changed by a consumer"
+    for value in first[0].values():
+        if isinstance(value, dict):
+            value.clear()
+    again = [p.feed(text) for _ in range(3)]
+    assert again == [[json.loads(text)]] * 3
+    assert len(seen) == 1   # the same text again is not decoded again
+    assert again[0][0] is not again[1][0]
+    if "arguments" in again[0][0]:
+        assert again[0][0]["arguments"] is not again[1][0]["arguments"]
+
+
+@pytest.mark.parametrize("texts", [
+    [ping(b"%d" % i) for i in range(3)],                           # an id changes with each request
+    [b'{"execute":"guest-ping"}{"execute":"guest-ping"}'] * 3,     # two requests in one read
+    [b'{"execute":"guest-exec","arguments":{"path":"/bin/true","arg":["-x"]}}\n'] * 3,  # a list
+])
+def test_requests_that_are_not_kept(monkeypatch: pytest.MonkeyPatch, texts: list[bytes]) -> None:
+    seen = _counting_fast_decode(monkeypatch)
+    p = JsonStreamParser()
+    values = [v for t in texts for v in p.feed(t)]
+    assert values == [json.loads(v) for t in texts for v in t.replace(b"}{", b"}\n{").splitlines()]
+    assert len(seen) == len(values)
+
+
+def test_kept_requests_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _counting_fast_decode(monkeypatch)
+    p = JsonStreamParser()
+    texts = [b'{"execute":"guest-file-read","arguments":{"handle":%d}}' % h for h in range(200)]
+    for t in texts:
+        p.feed(t)
+    assert len(p._known) <= 64
+    p.feed(texts[-1])   # the newest is still known
+    assert len(seen) == 200
+
+
+def test_a_known_text_behind_a_partial_message_is_not_taken_whole() -> None:
+    p = JsonStreamParser()
+    req = b'{"execute":"guest-ping"}'
+    assert p.feed(req) == p.feed(req) == [{"execute": "guest-ping"}]
+    assert p.feed(b'{"execute":') == []
+    # The same bytes are now the value of the pending object's member.
+    assert p.feed(req) == []
+    assert p.feed(b"}") == [{"execute": {"execute": "guest-ping"}}]
