@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from qga.linux.sysfs import read_proc
@@ -11,6 +12,10 @@ _ULONG = 1 << 64
 #: GuestCpuStats members: the union's tag, the cpu, then the columns in order.
 MEMBERS = ("type", "cpu", "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
             "guestnice")
+
+
+#: A cpuN line of ten counters, each as Linux prints it (see plain_rows).
+_PLAIN_CPU = re.compile(r"^cpu(0|[1-9][0-9]{0,9})" + r" (0|[1-9][0-9]{0,15})" * 10 + r"$", re.MULTILINE)
 
 
 def _ticks(tokens: List[str]) -> List[int]:
@@ -77,14 +82,36 @@ def cpustats_rows(text: str, clk_tck: int) -> List[List[int]]:
     return rows
 
 
+def plain_rows(text: str, clk_tck: int) -> Optional[List[List[str]]]:
+    """:func:`cpustats_rows` as JSON number texts, when ``text`` is as Linux
+    writes it and CLK_TCK is 100 (USER_HZ on every mainstream architecture);
+    None otherwise (or when there is no cpu line).
+
+    "As Linux writes it": the aggregate ``cpu`` line first, and every other
+    occurrence of "cpu" the name of a line of ten counters, each decimal without
+    a leading zero and of at most 16 digits, so that ticks * 1000 stays below
+    2**64 and the milliseconds are the ticks' text with a 0 appended.
+    """
+    if clk_tck != 100 or not text.startswith("cpu "):
+        return None
+    # The cpu lines come first: the regex need not scan the interrupt counts.
+    end = text.find("\n", text.rfind("cpu"))
+    end = len(text) if end < 0 else end
+    rows = _PLAIN_CPU.findall(text, 0, end)
+    if not rows or text.count("cpu", 0, end) != len(rows) + 1:
+        return None
+    return [[cpu, *[t + "0" if t != "0" else t for t in ticks]] for cpu, *ticks in rows]
+
+
 def parse_cpustats(text: str, clk_tck: int) -> List[Dict[str, Any]]:
     """GuestCpuStats entries (``type`` linux) of :func:`cpustats_rows`."""
     return [dict(zip(MEMBERS, ["linux", *row])) for row in cpustats_rows(text, clk_tck)]
 
 
-def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> List[List[int]]:
-    """:func:`cpustats_rows` of ``path``; OSError when it cannot be read."""
+def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> List[List[Any]]:
+    """The rows of ``path``: :func:`plain_rows` (texts) where they apply, else
+    :func:`cpustats_rows` (numbers); OSError when it cannot be read."""
     text = read_proc(path).decode("ascii", "replace")
     if clk_tck is None:
         clk_tck = os.sysconf("SC_CLK_TCK")
-    return cpustats_rows(text, clk_tck)
+    return plain_rows(text, clk_tck) or cpustats_rows(text, clk_tck)

@@ -320,6 +320,30 @@ def test_cpustats_reply_is_what_the_writer_makes_of_the_entries(tmp_path: Path,
         assert dumps(cpu_memory.get_cpustats(make_ctx(tmp_path))) == expected
 
 
+TEN = " 1 0 30 4 5 6 7 8 9 10"
+
+
+@pytest.mark.parametrize("text, plain", [
+    ((DATA / "procstat" / "host-stat").read_text(), True),
+    ("cpu " + TEN + "\ncpu0" + TEN + "\ncpu12 9999999999999999 0 0 0 0 0 0 0 0 0\nintr 1 2\nctxt 5\n", True),
+    ("cpu " + TEN + "\ncpu0" + TEN + "\ncpu1 10000000000000000 0 0 0 0 0 0 0 0 0\n", False),  # ticks*1000 wraps
+    ("cpu " + TEN + "\ncpu0" + TEN + "\ncpu1 01 0 0 0 0 0 0 0 0 0\n", False),   # a leading zero
+    ("cpu " + TEN + "\ncpu0" + TEN + " 11\n", False),                             # an eleventh column
+    ("cpu " + TEN + "\ncpu0 1 2 3 4\n", False),                                   # fewer columns
+    ("cpu " + TEN + "\ncpu0" + TEN + "\n  cpu7" + TEN + "\n", False),           # blanks before the name
+    ("cpu " + TEN + "\nintr 1\ncpu0" + TEN + "\n", True),                       # a cpu line after others
+    ("cpu0" + TEN + "\ncpu1" + TEN + "\n", False),                               # no aggregate line first
+    ("cpu " + TEN + "\nintr 1\n", False),                                        # no cpu line
+])
+def test_cpustats_plain_rows_are_the_parsed_rows_as_text(text: str, plain: bool) -> None:
+    """The text fast path answers only where it gives the parse's numbers, digit for digit."""
+    rows = procstat.plain_rows(text, 100)
+    assert (rows is not None) == plain
+    if rows is not None:
+        assert rows == [[str(v) for v in row] for row in procstat.cpustats_rows(text, 100)]
+    assert procstat.plain_rows(text, 250) is None  # other tick rates convert the numbers
+
+
 def test_cpustats_errors_and_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FileNotFoundError):
         procstat.read_cpustats(str(tmp_path / "stat"))
