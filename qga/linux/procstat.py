@@ -111,7 +111,7 @@ def parse_cpustats(text: str, clk_tck: int) -> List[Dict[str, Any]]:
 def read_cpustats(path: str = DEFAULT_PATH, clk_tck: Optional[int] = None) -> List[List[Any]]:
     """The rows of ``path``: :func:`plain_rows` (texts) where they apply, else
     :func:`cpustats_rows` (numbers); OSError when it cannot be read."""
-    text = read_proc(path).decode("ascii", "replace")
+    text = read_proc(path, single=True).decode("ascii", "replace")  # single_open in the kernel
     if clk_tck is None:
         clk_tck = os.sysconf("SC_CLK_TCK")
     return plain_rows(text, clk_tck) or cpustats_rows(text, clk_tck)

@@ -53,12 +53,21 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
-def _pread_all(fd: int) -> bytes:
-    """The whole text of a /proc file from offset 0 (it is generated afresh then)."""
+def _pread_all(fd: int, single: bool = False) -> bytes:
+    """The whole text of a /proc file from offset 0 (it is generated afresh then).
+
+    ``single``: the file is one seq_file record (single_open: /proc/stat), which
+    the kernel generates whole before the first read copies any of it, so a
+    read shorter than asked for is the whole text and no read for EOF follows.
+    A file of many records (mountinfo, diskstats) can return a short read at a
+    page boundary, so it is read until EOF.
+    """
     chunks: List[bytes] = []
     offset = 0
     while True:
         chunk = os.pread(fd, 65536, offset)
+        if single and not offset and len(chunk) < 65536:
+            return chunk
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -106,13 +115,14 @@ _KEPT: Dict[str, _Kept] = {}
 _KEPT_LOCK = threading.Lock()  # only while an entry is looked up, added or dropped
 
 
-def read_proc(path: str) -> bytes:
+def read_proc(path: str, single: bool = False) -> bytes:
     """:func:`read_file` for a /proc file read often, through a descriptor kept open.
 
     Reading from offset 0 (pread) makes the kernel generate the text afresh,
     so only the open, close and path walk of each call are saved.  /proc
     entries are never replaced, so the descriptor cannot go stale; any other
-    path (a test's copy may be renamed over) is opened each time.
+    path (a test's copy may be renamed over) is opened each time.  ``single``:
+    see :func:`_pread_all`.
     """
     if not path.startswith("/proc/"):
         return read_file(path)
@@ -123,7 +133,7 @@ def read_proc(path: str) -> bytes:
     with kept.lock:
         try:
             if kept.fd >= 0:
-                return _pread_all(kept.fd)
+                return _pread_all(kept.fd, single)
         except OSError:  # not seen on procfs; dropped, and a fresh open says what is wrong
             with _KEPT_LOCK:
                 if _KEPT.get(path) is kept:

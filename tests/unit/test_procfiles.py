@@ -52,3 +52,17 @@ def test_a_failing_descriptor_is_dropped_and_the_file_opened_again() -> None:
     assert path not in sysfs._KEPT and kept.fd == -1
     assert len(read_proc(path).split()) == fields
     assert sysfs._KEPT[path] is not kept  # a new descriptor is kept
+
+
+def test_a_single_record_file_is_whole_after_one_short_read(tmp_path: Path) -> None:
+    # /proc/stat is generated whole before its first read: one read gives it all.
+    stat = read_proc("/proc/stat", single=True)
+    assert stat.startswith(b"cpu ") and stat.endswith(b"\n") and b"\nctxt " in stat
+    # A read as long as asked for may have more behind it: read on to the end.
+    path = tmp_path / "big"
+    path.write_bytes(bytes(range(256)) * 400)   # 102,400 bytes
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert sysfs._pread_all(fd, single=True) == path.read_bytes()
+    finally:
+        os.close(fd)
