@@ -63,10 +63,12 @@ def _until_taken(method: str) -> Callable[..., None]:
     level = _METHODS[method]
 
     def call(self: "Logger", msg: str, *args: Any, **kwargs: Any) -> None:
-        logger = self._get(level)
-        if logger is not None:
-            # stacklevel=2: the record names the caller, not this function.
-            getattr(logger, method)(msg, *args, stacklevel=2, **kwargs)
+        # Below the threshold and before logging is imported, the record is dropped
+        # here: the usual case (a debug record of a quiet agent) costs no call.
+        if level < (self._floor or _threshold) and "logging" not in sys.modules:
+            return
+        # stacklevel=2: the record names the caller, not this function.
+        getattr(self._take(), method)(msg, *args, stacklevel=2, **kwargs)
 
     call.__name__ = method
     call.__doc__ = f"As :meth:`logging.Logger.{method}`."
@@ -85,9 +87,8 @@ class Logger:
         #: The audit records are written whatever the verbosity.
         self._floor = INFO if name == AUDIT or name.startswith(AUDIT + ".") else None
 
-    def _get(self, level: int) -> Optional["logging.Logger"]:
-        if level < (self._floor or _threshold) and "logging" not in sys.modules:
-            return None
+    def _take(self) -> "logging.Logger":
+        """Take the logging.Logger: from now on its methods are this object's."""
         logger: "logging.Logger" = _logging().getLogger(self.name)
         for method in _METHODS:
             setattr(self, method, getattr(logger, method))
