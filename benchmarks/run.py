@@ -116,7 +116,7 @@ class Params:
         self.exec_reps = 3 if quick else 50
         self.exec_out = (1 if quick else 16) * MiB
         self.exec_out_reps = 1 if quick else 5
-        self.inventory_reps = 3 if quick else 50
+        self.inventory_reps = 3 if quick else 400
 
 
 # -- processes ---------------------------------------------------------------------------
