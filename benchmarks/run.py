@@ -321,7 +321,6 @@ class Bench:
         self.wanted = rows
         self.results: Dict[str, Dict[str, Any]] = {}
         self.agents: Dict[str, Agent] = {}
-        self._warmed = 0  # MiB written by _warm_page_cache
 
     # bookkeeping ----------------------------------------------------------------
     def record(self, name: str, ours: Optional[float], ref: Optional[float], **extra: Any) -> None:
@@ -504,27 +503,24 @@ class Bench:
                     statistics.median(times["ref"]) * 1e6, reps=len(times["ours"]))
 
     # files -----------------------------------------------------------------------
-    def _warm_page_cache(self) -> int:
-        """Write and delete 2 x the file size once, before the first file row; MiB written.
+    def _warm_page_cache(self) -> None:
+        """Write and delete a file of the file size (untimed, before each write).
 
-        The first time a guest page is touched costs far more on some
-        hypervisors than any later use (here: a 4 MiB os.write into fresh
-        pages took 13 ms, into reused ones 0.8 ms). Page-cache pages freed by
-        the unlink are the ones the timed writes get next, so every agent
-        writes into memory the guest has used before, as a long-running guest does.
+        This hypervisor takes back the pages a guest frees (free page reporting,
+        about 2 s after the free) and makes the next touch of one costly: a 4 MiB
+        os.write into such pages took 13 ms here, into pages the guest had just
+        freed 0.8 ms, which capped the write row for both agents. The pages this
+        file frees are the ones the timed write gets next, as in a guest whose
+        memory stays with it.
         """
-        if not self._warmed:
-            block = bytes(4 * MiB)
-            path = os.path.join(self.workdir, "warm.bin")
-            with open(path, "wb") as f:
-                for _ in range(2 * self.p.file_size // len(block)):
-                    f.write(block)
-            os.unlink(path)
-            self._warmed = 2 * self.p.file_size // MiB
-        return self._warmed
+        block = bytes(4 * MiB)
+        path = os.path.join(self.workdir, "warm.bin")
+        with open(path, "wb") as f:
+            for _ in range(self.p.file_size // len(block)):
+                f.write(block)
+        os.unlink(path)
 
     def _data_file(self) -> Tuple[str, str]:
-        self._warm_page_cache()
         path = os.path.join(self.workdir, "data.bin")
         if not os.path.exists(path):
             block = os.urandom(MiB)
@@ -575,10 +571,11 @@ class Bench:
         rates = self.per_agent(name, lambda kind: self._read_once(kind, path, sha, chunk),
                                self.p.file_reps, ours)
         self._median_row(name, rates, chunk_bytes=chunk, file_bytes=self.p.file_size,
-                         base64=self.agents[ours].base64_codec(), page_cache_warmup_mib=self._warmed)
+                         base64=self.agents[ours].base64_codec())
 
     def _write_once(self, kind: str, src: str, sha: str, chunk: int) -> float:
         conn = self.agents[kind].conn
+        self._warm_page_cache()
         dest = os.path.join(self.workdir, f"written-{kind}.bin")
         handle = conn.execute("guest-file-open", {"path": dest, "mode": "w"})
         elapsed = 0.0
@@ -613,7 +610,8 @@ class Bench:
         rates = self.per_agent(name, lambda kind: self._write_once(kind, path, sha, chunk),
                                self.p.file_reps, ours)
         self._median_row(name, rates, chunk_bytes=chunk, file_bytes=self.p.file_size,
-                         base64=self.agents[ours].base64_codec(), page_cache_warmup_mib=self._warmed)
+                         base64=self.agents[ours].base64_codec(),
+                         page_cache_warmup_mib=self.p.file_size // MiB)  # before each write, untimed
 
     # exec ------------------------------------------------------------------------
     def _exec_once(self, kind: str, args: Dict[str, Any], out_bytes: int) -> Tuple[float, int]:
@@ -676,7 +674,10 @@ class Bench:
 
     # memory ----------------------------------------------------------------------
     def rss_idle(self) -> None:
-        time.sleep(0.5)
+        # Idle: past qemu-ga-py's heap trim, which runs 1 s after the last traffic
+        # (guest-sync and guest-info at start); before it, start-up's garbage is
+        # still mapped (about 21 MiB here).
+        time.sleep(1.5)
         mib = {k: proc_status(a.pid)["VmRSS"] / 1024 for k, a in self.agents.items()}
         self.record("rss_idle", mib["ours"], mib["ref"])
 
