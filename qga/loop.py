@@ -100,6 +100,10 @@ class Loop:
         """Stop watching ``fd`` for input."""
         self._update(fd, None, self._callbacks(fd)[1])
 
+    def forget(self, fd: int) -> None:
+        """Stop watching ``fd`` for anything (before it is closed)."""
+        self._update(fd, None, None)
+
     def add_writer(self, fd: int, callback: Callback) -> None:
         """Call ``callback()`` whenever ``fd`` is writable."""
         self._update(fd, self._callbacks(fd)[0], callback)

@@ -215,9 +215,8 @@ class Transport:
         fd = self.fd
         if fd is None:
             return
-        if self._reading:
-            self.loop.remove_reader(fd)
-        self.loop.remove_writer(fd)
+        if self._reading or self._writing:
+            self.loop.forget(fd)
         self._reading = False
         self._writing = False
         self.fd = None
