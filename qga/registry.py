@@ -168,7 +168,7 @@ class Registry:
         cmd = self._found.get(name) or self._find(name)
         if cmd is None:
             raise CommandNotFound(f"The command {name} has not been found")
-        if not (cmd.frozen_safe if self._frozen else self._allowed(cmd)):  # is_enabled, one call less
+        if not self.is_enabled(cmd):
             raise CommandNotFound(f"Command {name} has been disabled: the command is not allowed")
         return cmd
 
