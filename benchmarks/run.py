@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from qga.agent import TRIM_DELAY  # noqa: E402
 from qga.host.client import AgentClient  # noqa: E402  (the repository's own client)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -672,10 +673,10 @@ class Bench:
 
     # memory ----------------------------------------------------------------------
     def rss_idle(self) -> None:
-        # Idle: past qemu-ga-py's heap trim, which runs 1 s after the last traffic
-        # (guest-sync and guest-info at start); before it, start-up's garbage is
-        # still mapped (about 21 MiB here).
-        time.sleep(1.5)
+        # Idle: past qemu-ga-py's heap trim, which runs TRIM_DELAY after the last
+        # traffic (guest-sync and guest-info at start); before it, start-up's
+        # garbage is still mapped (about 21 MiB here).
+        time.sleep(TRIM_DELAY + 0.5)
         mib = {k: proc_status(a.pid)["VmRSS"] / 1024 for k, a in self.agents.items()}
         self.record("rss_idle", mib["ours"], mib["ref"])
 
