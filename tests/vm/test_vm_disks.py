@@ -185,7 +185,11 @@ grep ' /mnt/qga-' /proc/self/mountinfo >&2
 def setup_guest_disks(g: vmlib.Guest) -> None:
     """Load the storage drivers, write the udev database, mount every extra disk."""
     assert g.artifacts is not None
-    mods = [str(p) for p in vmlib.module_load_order(g.artifacts.moddir, STORAGE_MODULES)]
+    # As the guest sees them: init.sh binds the cache's module tree on /lib/modules/<kver>,
+    # while the cache itself is hidden when it lies under the guest's fresh /tmp or /run.
+    art = g.artifacts
+    mods = [f"/lib/modules/{art.kver}/{p.relative_to(art.moddir)}"
+            for p in vmlib.module_load_order(art.moddir, STORAGE_MODULES)]
     script = SETUP_SH % {"ndisks": len(DISKS)}
     st = g.agent.exec_wait("/bin/sh", ["-c", script, "setup", *mods], timeout=150)
     err = st.get("err-data", b"").decode(errors="replace")
